@@ -1,0 +1,22 @@
+// Every xcops op schema, in one place. Kernels register their implementations per dispatch
+// key next to their sources; fake kernels and autograd live in python/xcops/ops.
+#include <torch/library.h>
+
+TORCH_LIBRARY(xcops, m) {
+  // A shortlist is CSR: row b owns indices[indptr[b]:indptr[b+1]] (label ids, -1 = padding).
+  // The padded [B, K] layout of the Python API is the CSR with indptr = arange(B + 1) * K.
+  m.def(
+      "shortlist_score(Tensor query, Tensor weight, Tensor indptr, Tensor indices, "
+      "Tensor? bias=None, bool sparse_grad=False) -> Tensor");
+  m.def(
+      "shortlist_topk(Tensor query, Tensor weight, Tensor indptr, Tensor indices, int k, "
+      "Tensor? bias=None) -> (Tensor, Tensor)");
+  // Backward pieces. The weight gradient is compact: the unique touched label ids (sorted)
+  // with one gradient row and one bias gradient each.
+  m.def(
+      "shortlist_score_backward_query(Tensor grad_scores, Tensor weight, Tensor indptr, "
+      "Tensor indices) -> Tensor");
+  m.def(
+      "shortlist_score_backward_weight(Tensor grad_scores, Tensor query, Tensor indptr, "
+      "Tensor indices) -> (Tensor, Tensor, Tensor)");
+}

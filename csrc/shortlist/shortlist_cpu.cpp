@@ -1,0 +1,163 @@
+// CPU kernels of the shortlist ops: multithreaded over query rows (forward, query gradient)
+// or over labels (weight gradient), float32 accumulation for reduced precision inputs.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "common/topk_key.h"
+#include "shortlist/shortlist_kernels.h"
+
+namespace xcops::shortlist {
+namespace {
+
+using at::Tensor;
+
+// Grain sizes are counts of rows; aim for ~32K multiply-adds per task.
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
+}
+
+// Eight independent partial sums let the compiler vectorise without -ffast-math, and the
+// fixed summation order keeps results identical from run to run.
+template <typename acc_t, typename scalar_t>
+acc_t dot(const scalar_t* a, const scalar_t* b, int64_t d) {
+  acc_t partial[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int u = 0; u < 8; ++u) partial[u] += acc_t(a[j + u]) * acc_t(b[j + u]);
+  }
+  acc_t total = 0;
+  for (; j < d; ++j) total += acc_t(a[j]) * acc_t(b[j]);
+  for (int u = 0; u < 8; ++u) total += partial[u];
+  return total;
+}
+
+template <typename acc_t, typename scalar_t>
+void axpy(acc_t alpha, const scalar_t* x, acc_t* y, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) y[j] += alpha * acc_t(x[j]);
+}
+
+// Calls visit(entry, row, label, score) for every non-padding entry and pad(entry, row) for
+// padding, parallel over rows.
+template <typename scalar_t, typename index_t, typename Visit, typename Pad>
+void for_each_score(const Tensor& query, const Tensor& weight, const Tensor& indptr,
+                    const Tensor& indices, const std::optional<Tensor>& bias, Visit visit,
+                    Pad pad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t rows = query.size(0), d = query.size(1);
+  const scalar_t* q = query.const_data_ptr<scalar_t>();
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  const index_t* ptr = indptr.const_data_ptr<index_t>();
+  const index_t* idx = indices.const_data_ptr<index_t>();
+  const int64_t avg_entries = std::max<int64_t>(1, indices.numel() / std::max<int64_t>(1, rows));
+  at::parallel_for(0, rows, grain_for(avg_entries * d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* q_row = q + r * d;
+      for (int64_t e = ptr[r]; e < ptr[r + 1]; ++e) {
+        const int64_t label = idx[e];
+        if (label < 0) {
+          pad(e, r);
+          continue;
+        }
+        acc_t s = dot<acc_t>(q_row, w + label * d, d);
+        if (b) s += acc_t(b[label]);
+        visit(e, r, label, s);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void score_cpu(const Tensor& query, const Tensor& weight, const Tensor& indptr,
+               const Tensor& indices, const std::optional<Tensor>& bias, const Tensor& scores) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "score_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "score_cpu", [&] {
+      scalar_t* out = scores.data_ptr<scalar_t>();
+      for_each_score<scalar_t, index_t>(
+          query, weight, indptr, indices, bias,
+          [&](int64_t e, int64_t, int64_t, auto s) { out[e] = scalar_t(s); },
+          [&](int64_t e, int64_t) { out[e] = scalar_t(0); });
+    });
+  });
+}
+
+void score_keys_cpu(const Tensor& query, const Tensor& weight, const Tensor& indptr,
+                    const Tensor& indices, const std::optional<Tensor>& bias, const Tensor& keys) {
+  const int64_t width = keys.size(1);
+  int64_t* out = keys.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "score_keys_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "score_keys_cpu", [&] {
+      const index_t* ptr = indptr.const_data_ptr<index_t>();
+      for_each_score<scalar_t, index_t>(
+          query, weight, indptr, indices, bias,
+          [&](int64_t e, int64_t r, int64_t label, auto s) {
+            out[r * width + (e - ptr[r])] = pack_topk_key(float(s), label);
+          },
+          [](int64_t, int64_t) {});  // keys arrive filled with kEmptyTopkKey
+    });
+  });
+}
+
+void backward_query_cpu(const Tensor& grad, const Tensor& weight, const Tensor& indptr,
+                        const Tensor& indices, const Tensor& grad_query) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, weight.scalar_type(), "backward_query_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "backward_query_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const int64_t rows = grad_query.size(0), d = grad_query.size(1);
+      const scalar_t* g = grad.const_data_ptr<scalar_t>();
+      const scalar_t* w = weight.const_data_ptr<scalar_t>();
+      const index_t* ptr = indptr.const_data_ptr<index_t>();
+      const index_t* idx = indices.const_data_ptr<index_t>();
+      scalar_t* out = grad_query.data_ptr<scalar_t>();
+      const int64_t avg_entries = std::max<int64_t>(1, indices.numel() / std::max<int64_t>(1, rows));
+      at::parallel_for(0, rows, grain_for(avg_entries * d), [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> acc(d);
+        for (int64_t r = begin; r < end; ++r) {
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          for (int64_t e = ptr[r]; e < ptr[r + 1]; ++e) {
+            if (idx[e] >= 0) axpy(acc_t(g[e]), w + int64_t(idx[e]) * d, acc.data(), d);
+          }
+          for (int64_t j = 0; j < d; ++j) out[r * d + j] = scalar_t(acc[j]);
+        }
+      });
+    });
+  });
+}
+
+void backward_weight_cpu(const Tensor& grad, const Tensor& query, const Tensor& order,
+                         const Tensor& rows, const Tensor& offsets, const Tensor& grad_rows,
+                         const Tensor& grad_bias) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "backward_weight_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t segments = grad_rows.size(0), d = grad_rows.size(1);
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* q = query.const_data_ptr<scalar_t>();
+    const int64_t* ord = order.const_data_ptr<int64_t>();
+    const int64_t* row_of = rows.const_data_ptr<int64_t>();
+    const int64_t* off = offsets.const_data_ptr<int64_t>();
+    scalar_t* out_rows = grad_rows.data_ptr<scalar_t>();
+    scalar_t* out_bias = grad_bias.data_ptr<scalar_t>();
+    const int64_t avg_entries = std::max<int64_t>(1, grad.numel() / std::max<int64_t>(1, segments));
+    at::parallel_for(0, segments, grain_for(avg_entries * d), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(d);
+      for (int64_t u = begin; u < end; ++u) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        acc_t bias_sum = 0;
+        for (int64_t t = off[u]; t < off[u + 1]; ++t) {
+          const acc_t gt = acc_t(g[ord[t]]);
+          bias_sum += gt;
+          axpy(gt, q + row_of[t] * d, acc.data(), d);
+        }
+        for (int64_t j = 0; j < d; ++j) out_rows[u * d + j] = scalar_t(acc[j]);
+        out_bias[u] = scalar_t(bias_sum);
+      }
+    });
+  });
+}
+
+}  // namespace xcops::shortlist

@@ -1,0 +1,40 @@
+#pragma once
+// Device kernels of the shortlist ops. The ops in shortlist_ops.cpp check arguments, allocate
+// outputs and call these; each exists for the CPU (shortlist_cpu.cpp) and, when built with
+// CUDA, for the GPU (shortlist_cuda.cu). Arguments are already validated here.
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace xcops::shortlist {
+
+// scores[e] = <query[row(e)], weight[indices[e]]> + bias[indices[e]]; 0 where indices[e] < 0.
+// `scores` is [nnz] of the query dtype.
+// keys: the same scores packed with their labels (common/topk_key.h) into keys[row, e - indptr[row]]
+// of a [B, width] int64 tensor already filled with kEmptyTopkKey.
+#define XCOPS_SHORTLIST_KERNELS(DEVICE)                                                           \
+  void score_##DEVICE(const at::Tensor& query, const at::Tensor& weight, const at::Tensor& indptr, \
+                      const at::Tensor& indices, const std::optional<at::Tensor>& bias,           \
+                      const at::Tensor& scores);                                                  \
+  void score_keys_##DEVICE(const at::Tensor& query, const at::Tensor& weight,                     \
+                           const at::Tensor& indptr, const at::Tensor& indices,                   \
+                           const std::optional<at::Tensor>& bias, const at::Tensor& keys);        \
+  /* grad_query[b] = sum over entries e of row b (indices[e] >= 0) of grad[e] * weight[indices[e]] */ \
+  void backward_query_##DEVICE(const at::Tensor& grad, const at::Tensor& weight,                  \
+                               const at::Tensor& indptr, const at::Tensor& indices,               \
+                               const at::Tensor& grad_query);                                     \
+  /* Segment u covers sorted positions [offsets[u], offsets[u+1]); entry order[t] lies in row     \
+     rows[t]. grad_rows[u] = sum_t grad[order[t]] * query[rows[t]], grad_bias[u] = sum_t          \
+     grad[order[t]], summed in t order so the result is deterministic. */                         \
+  void backward_weight_##DEVICE(const at::Tensor& grad, const at::Tensor& query,                  \
+                                const at::Tensor& order, const at::Tensor& rows,                  \
+                                const at::Tensor& offsets, const at::Tensor& grad_rows,           \
+                                const at::Tensor& grad_bias);
+
+XCOPS_SHORTLIST_KERNELS(cpu)
+#ifdef XCOPS_WITH_CUDA
+XCOPS_SHORTLIST_KERNELS(cuda)
+#endif
+#undef XCOPS_SHORTLIST_KERNELS
+
+}  // namespace xcops::shortlist

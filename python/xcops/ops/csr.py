@@ -1,0 +1,48 @@
+"""Normalising the two accepted shortlist layouts into the CSR pair the kernels take."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+Shortlist = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def as_csr(
+    shortlist: Shortlist, batch: int, name: str = "shortlist"
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[Tuple[int, int]]]:
+    """Returns ``(indptr, indices, padded_shape)``.
+
+    A padded ``[B, K]`` tensor becomes the CSR with ``indptr = arange(B + 1) * K`` and
+    ``padded_shape = (B, K)``; a CSR tuple ``(indptr, indices)`` is passed through with
+    ``padded_shape = None`` (indptr is cast to the dtype of indices).
+    """
+    if isinstance(shortlist, (tuple, list)):
+        if len(shortlist) != 2 or not all(isinstance(t, torch.Tensor) for t in shortlist):
+            raise TypeError(f"{name}: a CSR shortlist is a pair of tensors (indptr, indices)")
+        indptr, indices = shortlist
+        if indices.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{name}: indices must be int32 or int64, got {indices.dtype}")
+        if indptr.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{name}: indptr must be int32 or int64, got {indptr.dtype}")
+        return indptr.to(indices.dtype).contiguous(), indices.contiguous(), None
+    if not isinstance(shortlist, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a padded [B, K] integer tensor or a CSR tuple (indptr, indices), "
+            f"got {type(shortlist).__name__}"
+        )
+    if shortlist.dtype not in _INDEX_DTYPES:
+        raise TypeError(f"{name} must be int32 or int64, got {shortlist.dtype}")
+    if shortlist.dim() != 2 or shortlist.shape[0] != batch:
+        raise ValueError(
+            f"{name} must be a padded [B, K] tensor with B = {batch} rows (one per query), "
+            f"got shape {tuple(shortlist.shape)}"
+        )
+    rows, width = shortlist.shape
+    # int32 offsets would overflow past 2^31 entries.
+    dtype = shortlist.dtype if rows * width < 2**31 else torch.int64
+    indptr = torch.arange(rows + 1, device=shortlist.device, dtype=dtype) * width
+    return indptr, shortlist.to(dtype).reshape(-1).contiguous(), (rows, width)

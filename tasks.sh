@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone; every command sets up .venv (idempotent) first.
+#   bash tasks.sh demo    the main job: train a small XC model with the fused ops, compare speeds
+#   bash tasks.sh test    the test suite (what CI runs)
+#   bash tasks.sh bench   the kernel benchmarks (GPU shapes when CUDA is available)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${XCOPS_VENV:-.venv}
+
+setup() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  # shellcheck disable=SC1091
+  . "$VENV/bin/activate"
+  python -m pip install -q --upgrade pip
+  # torch 2.14.1 is a CUDA 13.0 build: with nvcc present the CUDA kernels are compiled too.
+  python -m pip install -q "torch==2.14.1" numpy scipy tqdm pyyaml safetensors \
+    pytest pytest-benchmark "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
+  python -m pip install -q --no-build-isolation --no-deps -e .
+  python -c "import xcops; print('xcops build:', xcops.build_info())"
+}
+
+case "${1:-}" in
+  demo) setup; python -m xcops.demo "${@:2}" ;;
+  test) setup; python -m pytest -q "${@:2}" ;;
+  bench) setup; python bench/bench_shortlist.py "${@:2}" ;;
+  *) echo "usage: bash tasks.sh demo|test|bench [args...]" >&2; exit 2 ;;
+esac
