@@ -19,4 +19,10 @@ TORCH_LIBRARY(xcops, m) {
   m.def(
       "shortlist_score_backward_weight(Tensor grad_scores, Tensor query, Tensor indptr, "
       "Tensor indices) -> (Tensor, Tensor, Tensor)");
+
+  // Hierarchical spherical 2-means with exactly balanced splits: rows of x are L2-normalised,
+  // every node of a tree level splits at once, num_clusters is a power of two <= N.
+  // Returns (assign [N] int64 in [0, num_clusters), unit-norm centroids [num_clusters, d] in
+  // the dtype of x).
+  m.def("balanced_kmeans(Tensor x, int num_clusters, int iters, int seed) -> (Tensor, Tensor)");
 }

@@ -129,35 +129,4 @@ void backward_query_cpu(const Tensor& grad, const Tensor& weight, const Tensor& 
   });
 }
 
-void backward_weight_cpu(const Tensor& grad, const Tensor& query, const Tensor& order,
-                         const Tensor& rows, const Tensor& offsets, const Tensor& grad_rows,
-                         const Tensor& grad_bias) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "backward_weight_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const int64_t segments = grad_rows.size(0), d = grad_rows.size(1);
-    const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const scalar_t* q = query.const_data_ptr<scalar_t>();
-    const int64_t* ord = order.const_data_ptr<int64_t>();
-    const int64_t* row_of = rows.const_data_ptr<int64_t>();
-    const int64_t* off = offsets.const_data_ptr<int64_t>();
-    scalar_t* out_rows = grad_rows.data_ptr<scalar_t>();
-    scalar_t* out_bias = grad_bias.data_ptr<scalar_t>();
-    const int64_t avg_entries = std::max<int64_t>(1, grad.numel() / std::max<int64_t>(1, segments));
-    at::parallel_for(0, segments, grain_for(avg_entries * d), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(d);
-      for (int64_t u = begin; u < end; ++u) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        acc_t bias_sum = 0;
-        for (int64_t t = off[u]; t < off[u + 1]; ++t) {
-          const acc_t gt = acc_t(g[ord[t]]);
-          bias_sum += gt;
-          axpy(gt, q + row_of[t] * d, acc.data(), d);
-        }
-        for (int64_t j = 0; j < d; ++j) out_rows[u * d + j] = scalar_t(acc[j]);
-        out_bias[u] = scalar_t(bias_sum);
-      }
-    });
-  });
-}
-
 }  // namespace xcops::shortlist

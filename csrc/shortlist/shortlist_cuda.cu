@@ -1,7 +1,7 @@
 // CUDA kernels of the shortlist ops. Scoring gives one warp to each (query, label) entry: the
 // warp streams the label's weight row with 16-byte loads while the query row, shared by the
-// row's entries, stays hot in L1/L2. Gradients give one thread to each output column and sum
-// in a fixed order, so they are deterministic without atomics.
+// row's entries, stays hot in L1/L2. The query gradient gives one thread to each output
+// column and sums in a fixed order, so it is deterministic without atomics.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -150,29 +150,6 @@ __global__ void backward_query_kernel(const scalar_t* __restrict__ grad,
   grad_query[row * d + j] = scalar_t(acc);
 }
 
-template <typename scalar_t>
-__global__ void backward_weight_kernel(const scalar_t* __restrict__ grad,
-                                       const scalar_t* __restrict__ query,
-                                       const int64_t* __restrict__ order,
-                                       const int64_t* __restrict__ rows,
-                                       const int64_t* __restrict__ offsets,
-                                       scalar_t* __restrict__ grad_rows,
-                                       scalar_t* __restrict__ grad_bias, int64_t d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t segment = blockIdx.x;
-  const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-  const bool owns_bias = blockIdx.y == 0 && threadIdx.x == 0;
-  if (j >= d && !owns_bias) return;
-  acc_t acc = 0, bias_sum = 0;
-  for (int64_t t = offsets[segment]; t < offsets[segment + 1]; ++t) {
-    const acc_t g = acc_t(grad[order[t]]);
-    bias_sum += g;
-    if (j < d) acc += g * acc_t(query[rows[t] * d + j]);
-  }
-  if (j < d) grad_rows[segment * d + j] = scalar_t(acc);
-  if (owns_bias) grad_bias[segment] = scalar_t(bias_sum);
-}
-
 dim3 column_grid(int64_t items, int64_t d) {
   return dim3(static_cast<unsigned>(items),
               static_cast<unsigned>(std::max<int64_t>(1, (d + kColumnThreads - 1) / kColumnThreads)));
@@ -214,22 +191,6 @@ void backward_query_cuda(const Tensor& grad, const Tensor& weight, const Tensor&
               grad_query.data_ptr<scalar_t>(), d);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  });
-}
-
-void backward_weight_cuda(const Tensor& grad, const Tensor& query, const Tensor& order,
-                          const Tensor& rows, const Tensor& offsets, const Tensor& grad_rows,
-                          const Tensor& grad_bias) {
-  const c10::cuda::CUDAGuard guard(query.device());
-  const int64_t d = grad_rows.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "backward_weight_cuda", [&] {
-    backward_weight_kernel<scalar_t>
-        <<<column_grid(grad_rows.size(0), d), kColumnThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            grad.const_data_ptr<scalar_t>(), query.const_data_ptr<scalar_t>(),
-            order.const_data_ptr<int64_t>(), rows.const_data_ptr<int64_t>(),
-            offsets.const_data_ptr<int64_t>(), grad_rows.data_ptr<scalar_t>(),
-            grad_bias.data_ptr<scalar_t>(), d);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 

@@ -22,14 +22,7 @@ namespace xcops::shortlist {
   /* grad_query[b] = sum over entries e of row b (indices[e] >= 0) of grad[e] * weight[indices[e]] */ \
   void backward_query_##DEVICE(const at::Tensor& grad, const at::Tensor& weight,                  \
                                const at::Tensor& indptr, const at::Tensor& indices,               \
-                               const at::Tensor& grad_query);                                     \
-  /* Segment u covers sorted positions [offsets[u], offsets[u+1]); entry order[t] lies in row     \
-     rows[t]. grad_rows[u] = sum_t grad[order[t]] * query[rows[t]], grad_bias[u] = sum_t          \
-     grad[order[t]], summed in t order so the result is deterministic. */                         \
-  void backward_weight_##DEVICE(const at::Tensor& grad, const at::Tensor& query,                  \
-                                const at::Tensor& order, const at::Tensor& rows,                  \
-                                const at::Tensor& offsets, const at::Tensor& grad_rows,           \
-                                const at::Tensor& grad_bias);
+                               const at::Tensor& grad_query);
 
 XCOPS_SHORTLIST_KERNELS(cpu)
 #ifdef XCOPS_WITH_CUDA

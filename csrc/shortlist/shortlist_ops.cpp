@@ -21,6 +21,7 @@
 #include <limits>
 
 #include "common/checks.h"
+#include "common/segment_sum.h"
 #include "common/topk_key.h"
 #include "shortlist/shortlist_kernels.h"
 
@@ -215,8 +216,7 @@ std::tuple<Tensor, Tensor, Tensor> shortlist_score_backward_weight(const Tensor&
   Tensor grad_rows = at::empty({labels.numel(), query.size(1)}, query.options());
   Tensor grad_bias = at::empty({labels.numel()}, query.options());
   if (labels.numel() > 0) {
-    XCOPS_ON_DEVICE(query, backward_weight, grad, query, order, rows, offsets.contiguous(),
-                    grad_rows, grad_bias);
+    segment_row_sum(grad, order, query, rows, offsets.contiguous(), grad_rows, grad_bias);
   }
   return {labels, grad_rows, grad_bias};
 }

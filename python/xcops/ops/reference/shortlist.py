@@ -1,8 +1,4 @@
-"""Pure-PyTorch references of every xcops op: what the tests compare the kernels against.
-
-They follow the op contracts literally and materialise whatever they need, so keep inputs
-small.
-"""
+"""References of the shortlist ops."""
 
 from __future__ import annotations
 
@@ -10,7 +6,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .csr import Shortlist, as_csr
+from ..csr import Shortlist, as_csr
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
