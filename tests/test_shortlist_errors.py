@@ -24,7 +24,7 @@ def _inputs(device, dtype=torch.float32):
         (lambda q, w, s: (q, w.unsqueeze(0), s), RuntimeError, r"weight must be 2-D, got shape \[1, 20, 8\]"),
         (lambda q, w, s: (q, w, s[:2]), ValueError, r"B = 3 rows.*got shape \(2, 4\)"),
         (lambda q, w, s: (q, w, s.float()), TypeError, "shortlist must be int32 or int64, got torch.float32"),
-        (lambda q, w, s: (q, w, s.clone().fill_(20)), RuntimeError, "must be < the number of labels L = 20.*got 20"),
+        (lambda q, w, s: (q, w, s.clone().fill_(20)), RuntimeError, r"shortlist ids must be < the number of labels L \(weight.size\(0\)\) = 20, got 20"),
         (lambda q, w, s: (q, w, s.clone().fill_(-2)), RuntimeError, r"must be >= -1 \(-1 = padding\), got -2"),
         (lambda q, w, s: (q, w, (torch.tensor([0, 2, 1, 4]), s.flatten()[:4])), RuntimeError,
          "indptr must be non-decreasing"),

@@ -61,3 +61,11 @@ def test_k_larger_than_shortlist_pads(device, rng):
     values, labels = xcops.shortlist_topk(query, weight, shortlist, k=6)
     assert (labels[:, 4:] == -1).all() and torch.isinf(values[:, 4:]).all()
     assert torch.equal(labels[:, :4].sort(1).values, shortlist.sort(1).values)
+
+
+def test_signed_zeros_tie_and_nan_ranks_last(device):
+    query = torch.ones(1, 1, device=device)
+    weight = torch.tensor([[-0.0], [0.0], [float("nan")], [-1.0]], device=device)
+    values, labels = xcops.shortlist_topk(query, weight, torch.tensor([[2, 1, 3, 0, -1]], device=device), k=5)
+    assert labels.tolist() == [[0, 1, 3, 2, -1]]
+    assert torch.isnan(values[0, 3]) and values[0, 4] == float("-inf")

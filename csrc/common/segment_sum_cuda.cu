@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/segment_sum.h"
 
 namespace xcops {
@@ -45,8 +46,7 @@ void segment_row_sum_cuda(const at::Tensor& coeff, const at::Tensor& coeff_index
   const c10::cuda::CUDAGuard guard(source.device());
   const int64_t segments = out_rows.size(0), d = out_rows.size(1);
   if (segments == 0) return;
-  const dim3 grid(static_cast<unsigned>(segments),
-                  static_cast<unsigned>(std::max<int64_t>(1, (d + kColumnThreads - 1) / kColumnThreads)));
+  const dim3 grid = column_grid(segments, d, kColumnThreads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, source.scalar_type(), "segment_row_sum_cuda", [&] {
     segment_row_sum_kernel<scalar_t><<<grid, kColumnThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         coeff.const_data_ptr<scalar_t>(), coeff_index.const_data_ptr<int64_t>(),

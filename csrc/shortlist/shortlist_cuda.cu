@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/topk_key.h"
 #include "shortlist/shortlist_kernels.h"
 
@@ -123,8 +124,7 @@ void launch_score(const Tensor& query, const Tensor& weight, const Tensor& indpt
   const bool vectorized = d % Pack16<scalar_t>::kCount == 0 &&
                           is_aligned16(query.const_data_ptr()) &&
                           is_aligned16(weight.const_data_ptr());
-  const int64_t blocks = (nnz + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  score_kernel<scalar_t, index_t><<<blocks, kWarpSize * kWarpsPerBlock, 0,
+  score_kernel<scalar_t, index_t><<<warp_grid(nnz, kWarpsPerBlock), kWarpSize * kWarpsPerBlock, 0,
                                     c10::cuda::getCurrentCUDAStream()>>>(
       query.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
       bias ? bias->const_data_ptr<scalar_t>() : nullptr, indptr.const_data_ptr<index_t>(),
@@ -150,10 +150,6 @@ __global__ void backward_query_kernel(const scalar_t* __restrict__ grad,
   grad_query[row * d + j] = scalar_t(acc);
 }
 
-dim3 column_grid(int64_t items, int64_t d) {
-  return dim3(static_cast<unsigned>(items),
-              static_cast<unsigned>(std::max<int64_t>(1, (d + kColumnThreads - 1) / kColumnThreads)));
-}
 
 }  // namespace
 
@@ -185,7 +181,7 @@ void backward_query_cuda(const Tensor& grad, const Tensor& weight, const Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, weight.scalar_type(), "backward_query_cuda", [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "backward_query_cuda", [&] {
       backward_query_kernel<scalar_t, index_t>
-          <<<column_grid(grad_query.size(0), d), kColumnThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          <<<column_grid(grad_query.size(0), d, kColumnThreads), kColumnThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
               grad.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
               indptr.const_data_ptr<index_t>(), indices.const_data_ptr<index_t>(),
               grad_query.data_ptr<scalar_t>(), d);

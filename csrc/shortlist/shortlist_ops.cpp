@@ -3,7 +3,6 @@
 // shortlist_cpu.cpp / shortlist_cuda.cu.
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cumsum.h>
@@ -11,7 +10,6 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
-#include <ATen/ops/stack.h>
 #include <ATen/ops/topk.h>
 #include <ATen/ops/unique_consecutive.h>
 #include <ATen/ops/where.h>
@@ -21,6 +19,7 @@
 #include <limits>
 
 #include "common/checks.h"
+#include "common/csr.h"
 #include "common/segment_sum.h"
 #include "common/topk_key.h"
 #include "shortlist/shortlist_kernels.h"
@@ -37,59 +36,8 @@ using at::Tensor;
 #define XCOPS_ON_DEVICE(tensor, kernel, ...) kernel##_cpu(__VA_ARGS__)
 #endif
 
-struct CsrFacts {
-  int64_t max_row_length = 0;
-};
-
-// Checks the CSR structure and the label range against the data itself: one small reduction
-// and one device-to-host copy, so a bad index is an error rather than a wild read.
-CsrFacts check_csr_values(const char* op, const Tensor& indptr, const Tensor& indices,
-                          int64_t num_labels) {
-  const int64_t rows = indptr.numel() - 1;
-  const int64_t nnz = indices.numel();
-  auto as_long = [](const Tensor& t) { return t.to(at::kLong); };
-  std::vector<Tensor> facts = {as_long(indptr.select(0, 0)), as_long(indptr.select(0, rows))};
-  if (rows > 0) {
-    Tensor lengths = as_long(indptr.slice(0, 1)) - as_long(indptr.slice(0, 0, rows));
-    auto [shortest, longest] = at::aminmax(lengths);
-    facts.push_back(shortest);
-    facts.push_back(longest);
-  }
-  if (nnz > 0) {
-    auto [lo, hi] = at::aminmax(indices);
-    facts.push_back(as_long(lo));
-    facts.push_back(as_long(hi));
-  }
-  Tensor host = at::stack(facts).cpu();
-  const int64_t* f = host.data_ptr<int64_t>();
-  TORCH_CHECK(f[0] == 0, op, ": indptr[0] must be 0, got ", f[0]);
-  TORCH_CHECK(f[1] == nnz, op, ": indptr[-1] must equal the number of indices (", nnz, "), got ",
-              f[1]);
-  CsrFacts out;
-  size_t next = 2;
-  if (rows > 0) {
-    TORCH_CHECK(f[next] >= 0, op, ": indptr must be non-decreasing, but a row has length ",
-                f[next]);
-    out.max_row_length = f[next + 1];
-    next += 2;
-  }
-  if (nnz > 0) {
-    TORCH_CHECK(f[next] >= -1, op, ": shortlist ids must be >= -1 (-1 = padding), got ", f[next]);
-    TORCH_CHECK(f[next + 1] < num_labels, op, ": shortlist ids must be < the number of labels L = ",
-                num_labels, " (weight.size(0)), got ", f[next + 1]);
-  }
-  return out;
-}
-
-void check_csr_args(const char* op, const Tensor& indptr, const Tensor& indices, int64_t rows,
-                    const Tensor& like) {
-  check_index_tensor(op, "indptr", indptr);
-  check_index_tensor(op, "indices", indices);
-  check_same_dtype(op, "indices", indices, "indptr", indptr);
-  check_same_device(op, "indptr", indptr, "query", like);
-  check_same_device(op, "indices", indices, "query", like);
-  TORCH_CHECK(indptr.numel() == rows + 1, op, ": indptr must have B + 1 = ", rows + 1,
-              " entries for B = ", rows, " query rows, got ", indptr.numel());
+constexpr CsrSpec shortlist_spec(const char* op) {
+  return {op, "shortlist", "the number of labels L (weight.size(0))"};
 }
 
 CsrFacts check_score_args(const char* op, const Tensor& query, const Tensor& weight,
@@ -109,8 +57,8 @@ CsrFacts check_score_args(const char* op, const Tensor& query, const Tensor& wei
     TORCH_CHECK(bias->numel() == weight.size(0), op, ": bias must have L = ", weight.size(0),
                 " entries (weight.size(0)), got ", bias->numel());
   }
-  check_csr_args(op, indptr, indices, query.size(0), query);
-  return check_csr_values(op, indptr, indices, weight.size(0));
+  check_csr_layout(shortlist_spec(op), indptr, indices, query.size(0), query);
+  return check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0));
 }
 
 void check_grad(const char* op, const Tensor& grad, const Tensor& indices, const Tensor& like) {
@@ -185,7 +133,8 @@ Tensor shortlist_score_backward_query(const Tensor& grad, const Tensor& weight,
   const char* op = "xcops.shortlist_score_backward_query";
   check_float_tensor(op, "weight", weight, 2);
   check_grad(op, grad, indices, weight);
-  check_csr_args(op, indptr, indices, indptr.numel() - 1, weight);
+  check_csr_layout(shortlist_spec(op), indptr, indices, indptr.numel() - 1, weight);
+  check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0));
   Tensor grad_query = at::empty({indptr.numel() - 1, weight.size(1)}, weight.options());
   if (grad_query.numel() > 0) {
     XCOPS_ON_DEVICE(weight, backward_query, grad, weight, indptr, indices, grad_query);
@@ -200,7 +149,8 @@ std::tuple<Tensor, Tensor, Tensor> shortlist_score_backward_weight(const Tensor&
   const char* op = "xcops.shortlist_score_backward_weight";
   check_float_tensor(op, "query", query, 2);
   check_grad(op, grad, indices, query);
-  check_csr_args(op, indptr, indices, query.size(0), query);
+  check_csr_layout(shortlist_spec(op), indptr, indices, query.size(0), query);
+  check_csr_values(shortlist_spec(op), indptr, indices, std::numeric_limits<int64_t>::max());
   // A stable sort groups the entries of each label while keeping their original order, so
   // every label's gradient is summed in the same order on every run.
   auto [sorted_labels, order] = at::sort(indices, /*stable=*/true, /*dim=*/0, /*descending=*/false);
