@@ -7,7 +7,8 @@ functions exported here are their documented Python entry points.
 import torch  # noqa: F401  (loads torch's shared libraries before our extension links to them)
 
 from . import _C  # noqa: F401  (registers torch.ops.xcops.*)
-from .ops import shortlist_score, shortlist_topk
+from . import losses
+from .ops import dense_topk, hard_negatives, shortlist_score, shortlist_topk
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,12 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["build_info", "shortlist_score", "shortlist_topk", "__version__"]
+__all__ = [
+    "build_info",
+    "dense_topk",
+    "hard_negatives",
+    "losses",
+    "shortlist_score",
+    "shortlist_topk",
+    "__version__",
+]

@@ -1,6 +1,7 @@
 """Public functional API of the xcops ops; ``reference`` holds their pure-PyTorch twins."""
 
 from . import reference
+from .dense_topk import dense_topk, hard_negatives
 from .shortlist import shortlist_score, shortlist_topk
 
-__all__ = ["reference", "shortlist_score", "shortlist_topk"]
+__all__ = ["dense_topk", "hard_negatives", "reference", "shortlist_score", "shortlist_topk"]

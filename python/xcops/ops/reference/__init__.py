@@ -5,5 +5,6 @@ small. One module per op family.
 """
 
 from .shortlist import shortlist_score, shortlist_topk
+from .topk import dense_topk, hard_negatives
 
-__all__ = ["shortlist_score", "shortlist_topk"]
+__all__ = ["dense_topk", "hard_negatives", "shortlist_score", "shortlist_topk"]

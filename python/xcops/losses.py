@@ -1,0 +1,49 @@
+"""Losses of the XC models built on the xcops ops."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .ops.dense_topk import hard_negatives
+from .ops.shortlist import shortlist_score
+
+
+def triplet_ohnm(
+    query: torch.Tensor,
+    labels: torch.Tensor,
+    positive: torch.Tensor,
+    positives: Tuple[torch.Tensor, torch.Tensor],
+    k: int = 10,
+    margin: float = 0.3,
+    temperature: Optional[float] = None,
+) -> torch.Tensor:
+    """NGAME's triplet margin loss with online hard negative mining.
+
+    For each query row ``b`` with anchor similarity ``s_p = <query[b], labels[positive[b]]>``
+    and its ``k`` hardest in-batch negatives ``s_n`` (the highest-scoring columns of
+    ``labels`` that are not among the row's ``positives``, found by
+    :func:`xcops.hard_negatives`), the loss is the mean over rows and negative slots of
+    ``max(0, s_n - s_p + margin)``; with ``temperature`` each slot is weighted by
+    ``softmax(s_n / temperature)`` over the row's negatives, as NGAME does to focus on the
+    hardest ones. Slots without a negative contribute 0. Inputs are usually L2-normalised.
+
+    Args:
+        query: ``[B, d]`` query embeddings.
+        labels: ``[P, d]`` embeddings of the labels in the batch.
+        positive: ``[B]`` the column of each row's sampled positive.
+        positives: CSR ``(indptr [B + 1], indices)`` of all positive columns of each row
+            (multi-positive aware: none of them is used as a negative).
+    """
+    batch = query.shape[0]
+    anchor = shortlist_score(query, labels, positive.view(batch, 1)).float()
+    negative_scores, negatives = hard_negatives(query, labels, positives, k)
+    present = negatives >= 0
+    negative_scores = negative_scores.float().masked_fill(~present, 0.0)
+    loss = torch.relu(negative_scores - anchor + margin) * present
+    if temperature is not None:
+        logits = (negative_scores / temperature).masked_fill(~present, float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # rows with no negative: 0
+        loss = loss * weights
+    return loss.sum() / max(loss.numel(), 1)

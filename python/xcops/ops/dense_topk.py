@@ -1,0 +1,108 @@
+"""Exact top-k over all labels, and hard-negative mining on top of it."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .csr import as_csr
+from .shortlist import _autocast, shortlist_score
+
+_ops = torch.ops.xcops
+
+
+def _exclusion_csr(exclude, batch: int, name: str):
+    if exclude is None:
+        return None, None
+    if not isinstance(exclude, (tuple, list)):
+        raise TypeError(f"{name} must be a CSR tuple (indptr [B + 1], indices [nnz])")
+    indptr, indices, _ = as_csr(exclude, batch, name)
+    return indptr, indices
+
+
+def dense_topk(
+    query: torch.Tensor,
+    weight: torch.Tensor,
+    k: int,
+    exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` labels with the highest inner product ``<query[b], weight[l]>``, best first.
+
+    Exact: scores accumulate in float32 (float64 for float64 inputs). The ``[B, L]`` score
+    matrix is never built: labels are scored in chunks whose ``[B, chunk]`` scores take at
+    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result.
+
+    Args:
+        query: ``[B, d]`` float tensor.
+        weight: ``[L, d]`` label vectors, same dtype and device, contiguous.
+        k: ``1 <= k <= L``.
+        exclude: optional CSR tuple ``(indptr [B + 1], indices)`` of label ids that must not be
+            returned for each row (e.g. the known positives when mining negatives).
+
+    Returns:
+        ``(values [B, k]`` in the query dtype, ``indices [B, k]`` int64). Where fewer than
+        ``k`` labels remain after exclusion the last slots hold ``-inf`` and -1. A label
+        scoring ``-inf`` counts as no candidate. Not differentiable: re-score the returned ids
+        with :func:`xcops.shortlist_score` to train through them.
+
+    Example:
+        >>> import torch, xcops
+        >>> values, labels = xcops.dense_topk(torch.randn(4, 16), torch.randn(1000, 16), k=5)
+        >>> labels.shape
+        torch.Size([4, 5])
+    """
+    query, weight = _autocast(query, weight)
+    batch = query.shape[0] if query.dim() == 2 else -1
+    indptr, indices = _exclusion_csr(exclude, batch, "exclude")
+    return _ops.dense_topk(query.detach().contiguous(), weight.detach(), int(k), indptr, indices)
+
+
+def hard_negatives(
+    query: torch.Tensor,
+    labels: torch.Tensor,
+    positives: Tuple[torch.Tensor, torch.Tensor],
+    k: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest-scoring non-positive columns of ``query @ labels.T``, best first.
+
+    NGAME's in-batch mining: ``labels`` holds the ``P`` label embeddings of the batch and
+    ``positives`` the CSR tuple ``(indptr [B + 1], indices)`` of each row's positive columns
+    in ``[0, P)``. Where fewer than ``k`` negatives exist the remaining slots hold index -1
+    and score ``-inf``.
+
+    The selection runs on :func:`dense_topk` without gradient; the returned scores are then
+    recomputed with :func:`xcops.shortlist_score`, so they are differentiable with respect to
+    both ``query`` and ``labels`` (empty slots pass no gradient).
+
+    Returns:
+        ``(scores [B, k], indices [B, k])``.
+
+    Example:
+        >>> import torch, xcops
+        >>> q, lab = torch.randn(3, 8), torch.randn(6, 8)
+        >>> pos = (torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2]))
+        >>> scores, idx = xcops.hard_negatives(q, lab, pos, k=2)
+        >>> bool((idx[0] != 0).all())
+        True
+    """
+    batch = query.shape[0] if query.dim() == 2 else -1
+    if not isinstance(positives, (tuple, list)):
+        raise TypeError("positives must be a CSR tuple (indptr [B + 1], indices [nnz])")
+    indptr, indices = _exclusion_csr(positives, batch, "positives")
+    query_c, labels_c = _autocast(query, labels)
+    _, negatives = _ops.hard_negatives(query_c.detach().contiguous(), labels_c.detach(), indptr, indices, int(k))
+    scores = shortlist_score(query, labels, negatives)
+    return scores.masked_fill(negatives < 0, float("-inf")), negatives
+
+
+@torch.library.register_fake("xcops::dense_topk")
+def _dense_topk_fake(query, weight, k, exclude_indptr=None, exclude_indices=None):
+    rows = query.shape[0]
+    return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)
+
+
+@torch.library.register_fake("xcops::hard_negatives")
+def _hard_negatives_fake(query, labels, positives_indptr, positives_indices, k):
+    rows = query.shape[0]
+    return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)

@@ -1,0 +1,47 @@
+"""References of dense_topk and hard_negatives: the full score matrix, masked, then topk."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+
+def _mask_csr(scores: torch.Tensor, csr) -> torch.Tensor:
+    indptr, indices = csr
+    rows = torch.repeat_interleave(
+        torch.arange(scores.shape[0], device=scores.device), (indptr[1:] - indptr[:-1]).long()
+    )
+    keep = indices >= 0
+    masked = scores.clone()
+    masked[rows[keep], indices[keep].long()] = float("-inf")
+    return masked
+
+
+def dense_topk(
+    query: torch.Tensor,
+    weight: torch.Tensor,
+    k: int,
+    exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Reference of :func:`xcops.dense_topk`."""
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    scores = query.to(acc) @ weight.to(acc).T
+    if exclude is not None:
+        scores = _mask_csr(scores, exclude)
+    values, indices = torch.topk(scores, k, dim=1)
+    indices = indices.masked_fill(torch.isneginf(values), -1)
+    return values.to(query.dtype), indices
+
+
+def hard_negatives(query, labels, positives, k):
+    """Reference of :func:`xcops.hard_negatives` (differentiable through the scores)."""
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    scores = _mask_csr(query.to(acc) @ labels.to(acc).T, positives)
+    searched = min(k, labels.shape[0])
+    values, indices = torch.topk(scores, searched, dim=1)
+    empty = torch.isneginf(values)
+    pad = k - searched
+    values = torch.nn.functional.pad(values, (0, pad), value=float("-inf")).to(query.dtype)
+    indices = torch.nn.functional.pad(indices.masked_fill(empty, -1), (0, pad), value=-1)
+    return values, indices
