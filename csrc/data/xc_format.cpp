@@ -9,7 +9,6 @@
 #include <charconv>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,7 +24,7 @@ struct ParseError {
   std::string problem;
 };
 
-struct Csr {
+struct Csr {  // `data` stays empty for BoW labels, whose values are implicitly 1
   std::vector<int64_t> indptr{0};
   std::vector<int64_t> indices;
   std::vector<float> data;
@@ -66,9 +65,10 @@ class Cursor {
   bool done() const { return p_ >= end_; }
   char peek() const { return *p_; }
   bool at_space() const { return p_ < end_ && is_space(*p_); }
-  void expect(char c, const std::string& what) {
-    if (p_ >= end_ || *p_ != c) fail(std::string("expected '") + c + "' " + what + ", found " + found());
+  bool consume(char c) {
+    if (p_ >= end_ || *p_ != c) return false;
     ++p_;
+    return true;
   }
 
   // A non-negative integer; `what` names it in error messages ("column", "label", ...).
@@ -107,9 +107,14 @@ class Cursor {
     const char* q = p_;
     while (q < end_ && !is_space(*q) && *q != ',' && (q == p_ || *q != ':')) ++q;
     if (q == p_ && q < end_) ++q;
-    return "'" + std::string(p_, q) + "'";
+    std::string quoted(1, '\'');
+    quoted.append(p_, q).push_back('\'');
+    return quoted;
   }
-  std::string found() const { return p_ >= end_ ? std::string("end of line") : token(); }
+  std::string found() const {
+    if (p_ >= end_) return "end of line";
+    return is_space(*p_) ? "a space" : token();
+  }
 
   [[noreturn]] void fail(std::string problem) const { throw ParseError{line_, std::move(problem)}; }
 
@@ -122,21 +127,20 @@ class Cursor {
 // Reads the header's `count` non-negative integers and nothing else.
 std::vector<int64_t> parse_header(Lines& lines, int count, const char* layout) {
   std::string_view text;
-  std::string problem = std::string("missing header (expected '") + layout + "')";
-  if (!lines.next(text)) throw ParseError{1, problem};
+  if (!lines.next(text)) throw ParseError{1, std::string("missing header (expected '") + layout + "')"};
+  auto invalid = [&] {
+    return ParseError{1, "invalid header '" + std::string(text) + "' (expected '" + layout + "')"};
+  };
   Cursor cur(text, 1);
   std::vector<int64_t> header;
   for (int i = 0; i < count; ++i) {
     cur.skip_spaces();
-    if (cur.done() || !(cur.peek() >= '0' && cur.peek() <= '9'))
-      throw ParseError{1, "invalid header '" + std::string(text) + "' (expected '" + layout + "')"};
+    if (cur.done() || !(cur.peek() >= '0' && cur.peek() <= '9')) throw invalid();
     header.push_back(cur.index("header count"));
-    if (!cur.done() && !cur.at_space())
-      throw ParseError{1, "invalid header '" + std::string(text) + "' (expected '" + layout + "')"};
+    if (!cur.done() && !cur.at_space()) throw invalid();
   }
   cur.skip_spaces();
-  if (!cur.done())
-    throw ParseError{1, "invalid header '" + std::string(text) + "' (expected '" + layout + "')"};
+  if (!cur.done()) throw invalid();
   return header;
 }
 
@@ -147,7 +151,8 @@ void parse_pairs(Cursor& cur, int64_t num_cols, const char* what, Csr& out) {
     if (col >= num_cols)
       cur.fail(std::string(what) + " " + std::to_string(col) + " >= number of " + what +
                "s in the header (" + std::to_string(num_cols) + ")");
-    cur.expect(':', std::string("after ") + what + " " + std::to_string(col));
+    if (!cur.consume(':'))
+      cur.fail(std::string("expected ':' after ") + what + " " + std::to_string(col) + ", found " + cur.found());
     float v = cur.value();
     if (!cur.done() && !cur.at_space()) cur.fail("unexpected " + cur.token() + " after a value");
     out.indices.push_back(col);
@@ -223,9 +228,8 @@ Bow parse_bow_text(std::string_view text) {
           cur.fail("label " + std::to_string(label) + " >= number of labels in the header (" +
                    std::to_string(b.num_labels) + ")");
         b.y.indices.push_back(label);
-        b.y.data.push_back(1.0f);
         if (cur.done() || cur.at_space()) break;
-        cur.expect(',', "between labels");
+        if (!cur.consume(',')) cur.fail("expected ',' between labels, found " + cur.found());
       }
     }
     b.y.indptr.push_back(int64_t(b.y.indices.size()));

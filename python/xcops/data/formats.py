@@ -1,0 +1,177 @@
+"""Readers and writers of the Extreme Classification Repository file formats.
+
+- sparse matrix (``*_X_Y.txt``): header ``num_rows num_cols``, then one row per line of
+  ``col:value`` pairs (0-based columns; an empty line is a row with no entries);
+- bag of words (``train.txt``/``test.txt``): header ``num_points num_features num_labels``, then
+  ``l1,l2,... f:v f:v`` per line (a line starts with a space when it has no labels);
+- text (``*_X.txt``, ``Y.txt``): one text per line.
+
+Paths ending in ``.xz`` or ``.gz`` are decompressed (and compressed on write) transparently.
+Parsing runs in C++ (``xcops._C``); malformed files raise ``ValueError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+from typing import IO, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+PathLike = str | os.PathLike
+
+
+def _open(path: PathLike, mode: str) -> IO:
+    name = os.fspath(path)
+    if name.endswith(".xz"):
+        return lzma.open(name, mode)
+    if name.endswith(".gz"):
+        return gzip.open(name, mode)
+    return open(name, mode)
+
+
+def read_bytes(path: PathLike) -> bytes:
+    """The whole (decompressed) content of ``path``."""
+    with _open(path, "rb") as f:
+        return f.read()
+
+
+def _write_lines(path: PathLike, header: str | None, lines: Iterable[str]) -> None:
+    with _open(path, "wb") as f:
+        if header is not None:
+            f.write((header + "\n").encode())
+        f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def _csr(indptr, indices, data, shape) -> sp.csr_matrix:
+    m = sp.csr_matrix((data, indices, indptr), shape=shape)
+    # Files may list a row's columns in any order or repeat one; downstream code (metrics,
+    # samplers) relies on sorted unique columns, as scipy's canonical format guarantees.
+    m.sum_duplicates()
+    return m
+
+
+def read_sparse(path: PathLike) -> sp.csr_matrix:
+    """Read an XC sparse matrix file into a float32 ``scipy.sparse.csr_matrix``."""
+    from xcops import _C
+
+    indptr, indices, data, rows, cols = _C.parse_sparse(read_bytes(path), os.fspath(path))
+    return _csr(indptr, indices, data, (rows, cols))
+
+
+def read_bow(path: PathLike) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Read an XC bag-of-words file into ``(X [N, F] float32 csr, Y [N, L] binary float32 csr)``."""
+    from xcops import _C
+
+    x_ptr, x_idx, x_val, y_ptr, y_idx, n, f, l = _C.parse_bow(read_bytes(path), os.fspath(path))
+    y_val = np.ones(len(y_idx), dtype=np.float32)
+    y = _csr(y_ptr, y_idx, y_val, (n, l))
+    y.data[:] = 1.0  # a label repeated on a line is still one label
+    return _csr(x_ptr, x_idx, x_val, (n, f)), y
+
+
+def read_text(path: PathLike) -> list[str]:
+    """One string per line (UTF-8), without the line ending.
+
+    Splits on ``\\n`` only: ``str.splitlines`` would also split titles that contain
+    characters such as U+2028 and silently misalign texts with their label rows.
+    """
+    text = read_bytes(path).decode("utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_label_names(path: PathLike) -> list[str]:
+    """Label names from a ``Y.txt``: the part after the last tab (``URI<TAB>name`` lines), or
+    the whole line when it has no tab."""
+    return [line.rsplit("\t", 1)[-1] for line in read_text(path)]
+
+
+def write_text(path: PathLike, texts: Iterable[str]) -> None:
+    """Write one text per line; a text containing a line break would shift every later row."""
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if "\n" in t or "\r" in t:
+            raise ValueError(f"{os.fspath(path)}: text {i} contains a line break: {t!r}")
+    _write_lines(path, None, texts)
+
+
+def _format_rows(m: sp.csr_matrix) -> list[str]:
+    cols = m.indices.astype(str)
+    if m.nnz and np.all(m.data == 1):
+        pairs = np.char.add(cols, ":1")
+    else:
+        # numpy prints the shortest string that reads back to the same float32
+        vals = m.data.astype(np.float32).astype(str)
+        pairs = np.char.add(np.char.add(cols, ":"), vals)
+    pairs = pairs.tolist()
+    ptr = m.indptr
+    return [" ".join(pairs[ptr[i] : ptr[i + 1]]) for i in range(m.shape[0])]
+
+
+def write_sparse(path: PathLike, m: sp.spmatrix | sp.sparray) -> None:
+    """Write a sparse matrix in the XC sparse format (values as float32, explicit zeros dropped)."""
+    m = sp.csr_matrix(m, copy=True)
+    m.eliminate_zeros()
+    m.sort_indices()
+    _write_lines(path, f"{m.shape[0]} {m.shape[1]}", _format_rows(m))
+
+
+def write_bow(path: PathLike, X: sp.spmatrix | sp.sparray, Y: sp.spmatrix | sp.sparray) -> None:
+    """Write features ``X [N, F]`` and labels ``Y [N, L]`` (its nonzeros) as an XC BoW file."""
+    X = sp.csr_matrix(X, copy=True)
+    Y = sp.csr_matrix(Y, copy=True)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+    X.eliminate_zeros()
+    X.sort_indices()
+    Y.eliminate_zeros()
+    Y.sort_indices()
+    features = _format_rows(X)
+    labels = Y.indices.astype(str).tolist()
+    ptr = Y.indptr
+    lines = []
+    for i, feats in enumerate(features):
+        labs = ",".join(labels[ptr[i] : ptr[i + 1]])
+        # A row without labels starts with a space so its first feature is not read as labels.
+        lines.append(f"{labs} {feats}" if feats or not labs else labs)
+    _write_lines(path, f"{X.shape[0]} {X.shape[1]} {Y.shape[1]}", lines)
+
+
+def _parse_sparse_python(content: bytes | str, path: str = "<memory>"):
+    """Plain-Python reference of ``_C.parse_sparse`` (same return value), for tests and timing."""
+    if isinstance(content, bytes):
+        content = content.decode("utf-8")
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    try:
+        num_rows, num_cols = (int(v) for v in lines[0].split())
+    except (IndexError, ValueError):
+        raise ValueError(f"{path}: line 1: missing or invalid header") from None
+    if len(lines) - 1 != num_rows:
+        raise ValueError(f"{path}: header says {num_rows} rows, file has {len(lines) - 1}")
+    indptr, indices, data = [0], [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        for pair in line.split():
+            col, _, val = pair.partition(":")
+            try:
+                c, v = int(col), float(val)
+            except ValueError:
+                raise ValueError(f"{path}: line {lineno}: bad pair {pair!r}") from None
+            if not 0 <= c < num_cols:
+                raise ValueError(f"{path}: line {lineno}: column {c} out of range")
+            indices.append(c)
+            data.append(v)
+        indptr.append(len(indices))
+    return (
+        np.array(indptr, dtype=np.int64),
+        np.array(indices, dtype=np.int64),
+        np.array(data, dtype=np.float32),
+        num_rows,
+        num_cols,
+    )
