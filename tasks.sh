@@ -20,8 +20,8 @@ setup() {
 }
 
 case "${1:-}" in
-  demo) setup; python -m xcops.demo "${@:2}" ;;
+  demo) setup; xcops demo "${@:2}" ;;
   test) setup; python -m pytest -q "${@:2}" ;;
-  bench) setup; python bench/bench_shortlist.py "${@:2}" ;;
+  bench) setup; xcops bench shortlist "${@:2}" ;;
   *) echo "usage: bash tasks.sh demo|test|bench [args...]" >&2; exit 2 ;;
 esac

@@ -1,8 +1,8 @@
 """Shortlist scoring and top-k: xcops vs PyTorch eager (gather + bmm, then topk).
 
-    python bench/bench_shortlist.py                 # the issue's shapes, on the GPU
-    python bench/bench_shortlist.py --preset cpu    # small shapes for a CPU-only machine
-    python bench/bench_shortlist.py --json out.json
+    xcops bench shortlist                 # the reference shapes, on the GPU
+    xcops bench shortlist --preset cpu    # small shapes for a CPU-only machine
+    xcops bench shortlist --json out.json
 
 Columns: time in ms (median), the speed-up of xcops over eager, the peak memory each
 allocates beyond its inputs, and the share of the memory-bandwidth floor reached (bytes
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-import xcops  # noqa: E402
-from timing import copy_bandwidth_gbs, format_table, peak_extra_mib, time_ms  # noqa: E402
+import xcops
+
+from .timing import copy_bandwidth_gbs, format_table, peak_extra_mib, time_ms
 
 PRESETS = {
     "gpu": [  # batch, width, labels, dim, dtype
@@ -32,6 +30,7 @@ PRESETS = {
         (256, 100, 100_000, 256, torch.float32),
         (256, 100, 100_000, 256, torch.bfloat16),
     ],
+    "smoke": [(8, 12, 100, 16, torch.float32)],  # seconds; checks the benchmark itself runs
 }
 
 
@@ -94,7 +93,8 @@ def bench_case(batch, width, labels, dim, dtype, device, bandwidth, repeat):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="xcops bench shortlist", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="shapes to run (default: gpu when CUDA is available, else cpu)")
     parser.add_argument("--repeat", type=int, default=20)

@@ -1,0 +1,237 @@
+"""The ``xcops`` command: train, evaluate, predict, cluster, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Flags that override config fields: (flag, field, type, help).
+_TRAIN_FLAGS = [
+    ("--data", "data", str, "XC text data directory, or 'synthetic' for the built-in generated set"),
+    ("--out", "out", str, "run directory (config, metrics, checkpoint)"),
+    ("--model", "model", str, "model to train (bow)"),
+    ("--dim", "dim", int, "embedding dimension"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--lr", "lr", float, "learning rate (Adam and SparseAdam)"),
+    ("--random-negatives", "random_negatives", int, "uniform random negatives per batch shortlist"),
+    ("--max-len", "max_len", int, "tokens kept per text"),
+    ("--max-vocab", "max_vocab", int, "vocabulary size cap"),
+    ("--device", "device", str, "auto, cpu, cuda or cuda:N"),
+    ("--seed", "seed", int, "random seed (data generation, init, batching)"),
+    ("--top-k", "top_k", int, "labels predicted per test text"),
+]
+
+
+def _load_config_file(path: str) -> dict:
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise SystemExit(f"xcops: {path} must hold a mapping of config keys, got {type(values).__name__}")
+    return values
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    values = _load_config_file(args.config) if args.config else {}
+    for _, name, _, _ in _TRAIN_FLAGS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.reference_ops:
+        values["fused"] = False
+    try:
+        return TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"xcops: bad config: {err}")
+
+
+def _add_train_flags(parser):
+    parser.add_argument("--config", help="YAML or JSON file of config keys; flags override it")
+    for flag, name, kind, help_text in _TRAIN_FLAGS:
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+    parser.add_argument("--reference-ops", action="store_true",
+                        help="use the plain-PyTorch reference ops instead of the fused kernels")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _summary(title: str, metrics: dict) -> str:
+    from .metrics import format_metrics
+
+    return f"\n== {title} ==\n{format_metrics(metrics)}"
+
+
+def cmd_train(args) -> None:
+    from .train import train
+
+    cfg = _train_config(args)
+    metrics = train(cfg, progress=not args.quiet)
+    print(_summary(f"{cfg.model} on {cfg.data}, run saved to {cfg.out}", metrics))
+
+
+def cmd_demo(args) -> None:
+    from .train import compare_training_speed, train
+
+    cfg = _train_config(args)
+    metrics = train(cfg, progress=not args.quiet)
+    speed = compare_training_speed(cfg, steps=args.speed_steps, progress=not args.quiet)
+    print(_summary(f"{cfg.model} on {cfg.data} ({cfg.epochs} epochs), run saved to {cfg.out}", metrics))
+    print(f"\ntraining step, same batches: fused xcops ops {speed['fused_ms_per_step']:.1f} ms, "
+          f"PyTorch eager reference {speed['reference_ms_per_step']:.1f} ms "
+          f"({speed['speedup']:.2f}x)")
+
+
+def cmd_evaluate(args) -> None:
+    from .data import XCTextDataset, read_sparse
+    from .metrics import evaluate, inv_propensity
+    from .train import load_run, predict_topk
+
+    model, tokenizer, meta = load_run(args.run, args.device or "cpu")
+    data_dir = Path(args.data or meta["data"])
+    test_set = XCTextDataset(data_dir, "tst", tokenizer=tokenizer, max_len=meta["max_len"])
+    device = next(model.parameters()).device
+    start = time.perf_counter()
+    predictions = predict_topk(model, test_set.input_ids, args.k, args.batch_size, device, not args.quiet)
+    seconds = time.perf_counter() - start
+    train_path = data_dir / "trn_X_Y.txt"
+    candidates = [train_path] + [train_path.with_name(train_path.name + ext) for ext in (".xz", ".gz")]
+    existing = next((p for p in candidates if p.exists()), None)
+    propensity = inv_propensity(read_sparse(existing), args.propensity_a, args.propensity_b) if existing else None
+    metrics = evaluate(test_set.labels, predictions, k=(1, 3, 5), inv_propensity=propensity)
+    metrics["predict_seconds"] = seconds
+    print(_summary(f"{args.run} on {data_dir} (test split)", metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+
+
+def cmd_predict(args) -> None:
+    import torch
+
+    from .train import load_run, predict_topk
+
+    model, tokenizer, meta = load_run(args.run, args.device or "cpu")
+    source = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
+    texts = [line.rstrip("\n") for line in source]
+    names = _label_names(meta)
+    ids = torch.from_numpy(tokenizer.encode(texts, meta["max_len"]))
+    device = next(model.parameters()).device
+    top = predict_topk(model, ids, args.k, args.batch_size, device, progress=not args.quiet).tolist()
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    for text, labels in zip(texts, top):
+        labels = [l for l in labels if l >= 0]
+        record = {"text": text, "labels": labels}
+        if names is not None:
+            record["names"] = [names[l] for l in labels]
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if out is not sys.stdout:
+        out.close()
+
+
+def _label_names(meta):
+    from .data import read_label_names
+    from .data.dataset import find_file
+
+    path = find_file(Path(meta["data"]), "Y.txt", required=False) if Path(meta["data"]).exists() else None
+    return read_label_names(path) if path is not None else None
+
+
+def cmd_cluster(args) -> None:
+    import torch
+
+    from .ops.clustering import balanced_kmeans
+
+    x = torch.from_numpy(np.load(args.input)).float()
+    if args.device:
+        x = x.to(args.device)
+    start = time.perf_counter()
+    assign, centroids = balanced_kmeans(x, num_clusters=args.num_clusters, leaf_size=args.leaf_size,
+                                        iters=args.iters, seed=args.seed)
+    seconds = time.perf_counter() - start
+    sizes = torch.bincount(assign, minlength=centroids.shape[0])
+    unit = torch.nn.functional.normalize(x.float(), dim=1)
+    cosine = (unit * centroids.float()[assign]).sum(1).mean().item()
+    np.savez(args.output, assign=assign.cpu().numpy(), centroids=centroids.float().cpu().numpy())
+    print(f"{x.shape[0]} points -> {centroids.shape[0]} clusters of {sizes.min().item()}..{sizes.max().item()} "
+          f"points in {seconds:.2f} s; mean cosine to own centroid {cosine:.4f}; written to {args.output}")
+
+
+def cmd_bench(args) -> None:
+    if args.what == "shortlist":
+        from .benchmarks.shortlist import main
+    else:
+        raise SystemExit(f"xcops bench: unknown benchmark {args.what!r}")
+    main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xcops", description="Fused ops and models for extreme classification.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model, evaluate it on the test split and save the run")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="train the default model on the synthetic set, then time a training "
+                                    "step with the fused ops against the PyTorch reference")
+    _add_train_flags(p)
+    p.add_argument("--speed-steps", type=int, default=20, help="training steps timed per variant")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="P@k, nDCG@k, PSP@k of a saved run on a data set's test split")
+    p.add_argument("run", help="run directory written by xcops train")
+    p.add_argument("--data", help="data directory (default: the one the run was trained on)")
+    p.add_argument("--k", type=int, default=5, help="labels predicted per text")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--propensity-a", type=float, default=0.55)
+    p.add_argument("--propensity-b", type=float, default=1.5)
+    p.add_argument("--device", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--json", help="also write the metrics to this file")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k labels (ids and names) for new texts, one JSON line per text")
+    p.add_argument("run", help="run directory written by xcops train")
+    p.add_argument("--input", help="file with one text per line (default: standard input)")
+    p.add_argument("--output", help="output file (default: standard output)")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("cluster", help="balanced hierarchical 2-means of the rows of a .npy matrix")
+    p.add_argument("input", help=".npy file holding an [N, d] float matrix")
+    p.add_argument("--output", default="clusters.npz", help=".npz with assign [N] and centroids [C, d]")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--num-clusters", type=int, help="a power of two <= N")
+    group.add_argument("--leaf-size", type=int, help="split until clusters have at most this many points")
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("bench", help="kernel benchmarks (arguments after the name go to the benchmark)")
+    p.add_argument("what", choices=["shortlist"], help="which benchmark")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="its arguments, e.g. --preset cpu --json out.json")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
