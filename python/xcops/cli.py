@@ -15,7 +15,7 @@ import numpy as np
 _TRAIN_FLAGS = [
     ("--data", "data", str, "XC text data directory, or 'synthetic' for the built-in generated set"),
     ("--out", "out", str, "run directory (config, metrics, checkpoint)"),
-    ("--model", "model", str, "model to train (bow)"),
+    ("--model", "model", str, "model to train: bow (default), or another name in xcops.models.MODELS"),
     ("--dim", "dim", int, "embedding dimension"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--batch-size", "batch_size", int, "training batch size"),
@@ -51,6 +51,11 @@ def _train_config(args):
             values[name] = getattr(args, name)
     if args.reference_ops:
         values["fused"] = False
+    if args.model_args:
+        try:
+            values["model_args"] = {**values.get("model_args", {}), **json.loads(args.model_args)}
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"xcops: --model-args must be a JSON object: {err}")
     try:
         return TrainConfig.from_dict(values)
     except (TypeError, ValueError) as err:
@@ -61,6 +66,7 @@ def _add_train_flags(parser):
     parser.add_argument("--config", help="YAML or JSON file of config keys; flags override it")
     for flag, name, kind, help_text in _TRAIN_FLAGS:
         parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+    parser.add_argument("--model-args", help='model-specific options as JSON, e.g. \'{"num_clusters": 1024}\'')
     parser.add_argument("--reference-ops", action="store_true",
                         help="use the plain-PyTorch reference ops instead of the fused kernels")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -95,14 +101,14 @@ def cmd_demo(args) -> None:
 def cmd_evaluate(args) -> None:
     from .data import XCTextDataset, read_sparse
     from .metrics import evaluate, inv_propensity
-    from .train import load_run, predict_topk
+    from .train import load_run
 
     model, tokenizer, meta = load_run(args.run, args.device or "cpu")
     data_dir = Path(args.data or meta["data"])
     test_set = XCTextDataset(data_dir, "tst", tokenizer=tokenizer, max_len=meta["max_len"])
     device = next(model.parameters()).device
     start = time.perf_counter()
-    predictions = predict_topk(model, test_set.input_ids, args.k, args.batch_size, device, not args.quiet)
+    predictions = model.predict(test_set.input_ids, args.k, args.batch_size, device, not args.quiet)
     seconds = time.perf_counter() - start
     train_path = data_dir / "trn_X_Y.txt"
     candidates = [train_path] + [train_path.with_name(train_path.name + ext) for ext in (".xz", ".gz")]
@@ -118,15 +124,16 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     import torch
 
-    from .train import load_run, predict_topk
+    from .data.tokenize import encode_texts
+    from .train import load_run
 
     model, tokenizer, meta = load_run(args.run, args.device or "cpu")
     source = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
     texts = [line.rstrip("\n") for line in source]
     names = _label_names(meta)
-    ids = torch.from_numpy(tokenizer.encode(texts, meta["max_len"]))
+    ids = torch.from_numpy(encode_texts(tokenizer, texts, meta["max_len"]))
     device = next(model.parameters()).device
-    top = predict_topk(model, ids, args.k, args.batch_size, device, progress=not args.quiet).tolist()
+    top = model.predict(ids, args.k, args.batch_size, device, progress=not args.quiet).tolist()
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     for text, labels in zip(texts, top):
         labels = [l for l in labels if l >= 0]

@@ -3,18 +3,38 @@
 Token embeddings averaged per text (an ``EmbeddingBag``), a residual MLP, and a
 :class:`ShortlistClassifier` head scored only on a per-batch shortlist of labels. Both the
 embeddings and the classifier take sparse gradients, so one step touches only the rows of the
-tokens and labels in the batch.
+tokens and labels in the batch. Inference is exact over all labels with ``dense_topk``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .heads import ShortlistClassifier
+from ..data import XCTextDataset
+from ..ops.dense_topk import dense_topk
+from .base import XCModel
+from .heads import ShortlistClassifier, masked_bce_with_logits
 
 
-class BowXC(nn.Module):
+def batch_shortlist(indptr, indices, num_labels, random_negatives, generator):
+    """Shortlist shared by the rows of a batch: the labels of every row in the batch (in-batch
+    negatives, popularity weighted) plus uniform random labels. Returns the padded ``[B, K]``
+    shortlist and its 0/1 targets."""
+    rows = torch.repeat_interleave(torch.arange(len(indptr) - 1), indptr[1:] - indptr[:-1])
+    random = torch.randint(0, num_labels, (random_negatives,), generator=generator)
+    candidates = torch.unique(torch.cat([indices, random]))
+    shortlist = candidates.expand(len(indptr) - 1, -1)
+    # A (row, label) pair is positive when row * L + label is one of the batch's pairs.
+    positive_keys = rows * num_labels + indices
+    keys = torch.arange(len(indptr) - 1).unsqueeze(1) * num_labels + shortlist
+    return shortlist.contiguous(), torch.isin(keys, positive_keys).float()
+
+
+class BowXC(XCModel):
+    name = "bow"
+
     def __init__(self, vocab_size: int, num_labels: int, dim: int = 256, pad_id: int = 0, fused: bool = True):
         super().__init__()
         self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=pad_id, sparse=True)
@@ -22,6 +42,17 @@ class BowXC(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.classifier = ShortlistClassifier(num_labels, dim, sparse_grad=fused, fused=fused)
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, dim=dim, pad_id=pad_id)
+
+    @classmethod
+    def create(cls, cfg, train_set) -> "BowXC":
+        return cls(len(train_set.tokenizer), train_set.num_labels, cfg.dim, train_set.pad_token_id, cfg.fused)
+
+    def metadata(self) -> dict:
+        return dict(self.config)
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "BowXC":
+        return cls(**meta)
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         pooled = self.embed(input_ids)
@@ -36,3 +67,52 @@ class BowXC(nn.Module):
         if self.classifier.sparse_grad:
             params += [self.classifier.weight, self.classifier.bias]
         return params
+
+    def make_optimizers(self, lr: float):
+        sparse_ids = {id(p) for p in self.sparse_parameters()}
+        dense = [p for p in self.parameters() if id(p) not in sparse_ids]
+        return [torch.optim.Adam(dense, lr=lr), torch.optim.SparseAdam(self.sparse_parameters(), lr=lr)]
+
+    def train_step(self, optimizers, batch, random_negatives, generator, device) -> torch.Tensor:
+        ids, indptr, indices = batch
+        shortlist, targets = batch_shortlist(indptr, indices, self.config["num_labels"], random_negatives, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = self(ids.to(device), shortlist.to(device))
+        loss = masked_bce_with_logits(logits, targets.to(device))
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        return loss.detach()
+
+    def fit(self, cfg, train_set, device, progress=True) -> dict:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizers = self.make_optimizers(cfg.lr)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
+                                             collate_fn=XCTextDataset.collate, generator=generator)
+        for epoch in range(cfg.epochs):
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+            running = None
+            for batch in bar:
+                loss = self.train_step(optimizers, batch, cfg.random_negatives, generator, device).item()
+                running = loss if running is None else 0.95 * running + 0.05 * loss
+                bar.set_postfix(loss=f"{running:.4f}")
+        return {}
+
+    @torch.no_grad()
+    def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
+        """Exact top-k over all labels; the bias rides along as one more dimension:
+        ``<[q, 1], [w, b]> = <q, w> + b``."""
+        was_training = self.training
+        self.eval()
+        head = self.classifier
+        weight = torch.cat([head.weight, head.bias.unsqueeze(1)], 1).contiguous()
+        k = min(k, weight.shape[0])
+        out = []
+        for start in tqdm(range(0, len(input_ids), batch_size), desc="predict", unit="batch", disable=not progress):
+            query = self.encode(input_ids[start : start + batch_size].to(device))
+            query = torch.cat([query, torch.ones_like(query[:, :1])], 1)
+            out.append(dense_topk(query, weight, k)[1].cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64)
