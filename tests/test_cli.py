@@ -72,6 +72,9 @@ def test_bench_smoke(capsys):
     cli.main(["bench", "shortlist", "--preset", "smoke", "--repeat", "1"])
     out = capsys.readouterr().out
     assert "forward" in out and "fwd+bwd" in out and "top-10" in out
+    cli.main(["bench", "topk", "--preset", "smoke", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "dense_topk" in out and "hard_negatives" in out
 
 
 def test_bad_config_key_is_a_clear_error(tmp_path):

@@ -174,11 +174,9 @@ def cmd_cluster(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    if args.what == "shortlist":
-        from .benchmarks.shortlist import main
-    else:
-        raise SystemExit(f"xcops bench: unknown benchmark {args.what!r}")
-    main(args.rest)
+    import importlib
+
+    importlib.import_module(f".benchmarks.{args.what}", __package__).main(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("bench", help="kernel benchmarks (arguments after the name go to the benchmark)")
-    p.add_argument("what", choices=["shortlist"], help="which benchmark")
+    p.add_argument("what", choices=["shortlist", "topk"], help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="its arguments, e.g. --preset cpu --json out.json")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -1,0 +1,108 @@
+"""Exact top-k over all labels and in-batch hard negatives: xcops vs PyTorch eager.
+
+    xcops bench topk                  # the reference shapes, on the GPU
+    xcops bench topk --preset cpu     # small shapes for a CPU-only machine
+
+dense_topk is timed against ``torch.topk(query @ weight.T, k)`` and hard_negatives against
+the masked version of it. The floor is the plain GEMM ``query @ weight.T`` measured in the
+same run (top-k over all labels cannot be faster than scoring them); extra memory is the
+peak allocated beyond the inputs (CUDA only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+import xcops
+
+from .timing import format_table, peak_extra_mib, time_ms
+
+PRESETS = {
+    "gpu": dict(
+        dense=[  # batch, labels, dim, k, dtype
+            (1024, 131_072, 768, 10, torch.bfloat16),
+            (1024, 131_072, 768, 100, torch.bfloat16),
+            (1024, 1_300_000, 768, 10, torch.bfloat16),
+            (1024, 1_300_000, 768, 100, torch.bfloat16),
+            (256, 3_000_000, 256, 100, torch.float32),
+        ],
+        negatives=[(4096, 12_000, 768, 10, torch.bfloat16)],  # batch, labels in batch, dim, k
+    ),
+    "cpu": dict(
+        dense=[(256, 131_072, 128, 10, torch.float32), (256, 131_072, 128, 100, torch.float32)],
+        negatives=[(1024, 3_000, 128, 10, torch.float32)],
+    ),
+    "smoke": dict(dense=[(8, 300, 16, 5, torch.float32)], negatives=[(8, 20, 16, 3, torch.float32)]),
+}
+
+
+def _inputs(batch, labels, dim, dtype, device):
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(batch, dim, generator=gen).to(device, dtype)
+    weight = torch.randn(labels, dim, generator=gen).to(device, dtype)
+    return query, weight
+
+
+def _row(kind, batch, labels, dim, k, dtype, ours, eager, floor, device, repeat):
+    ours_ms = time_ms(ours, device, repeat=repeat)
+    eager_ms = time_ms(eager, device, repeat=repeat)
+    floor_ms = time_ms(floor, device, repeat=repeat)
+    return dict(
+        op=kind, shape=f"B={batch} L={labels} d={dim} k={k} {str(dtype).replace('torch.', '')}",
+        xcops_ms=ours_ms, eager_ms=eager_ms, speedup=eager_ms / ours_ms, gemm_ms=floor_ms,
+        pct_of_floor=100 * floor_ms / ours_ms, xcops_extra_mib=peak_extra_mib(ours, device),
+        eager_extra_mib=peak_extra_mib(eager, device),
+    )
+
+
+def bench_dense(batch, labels, dim, k, dtype, device, repeat):
+    query, weight = _inputs(batch, labels, dim, dtype, device)
+    return _row("dense_topk", batch, labels, dim, k, dtype,
+                lambda: xcops.dense_topk(query, weight, k),
+                lambda: torch.topk(query @ weight.T, k, dim=1),
+                lambda: query @ weight.T, device, repeat)
+
+
+def bench_negatives(batch, labels, dim, k, dtype, device, repeat):
+    query, label_vectors = _inputs(batch, labels, dim, dtype, device)
+    # Each query's positive is "its" column, as in NGAME's in-batch setting (P <= B rows).
+    positive = torch.arange(batch, device=device) % labels
+    indptr = torch.arange(batch + 1, device=device)
+    mask = torch.zeros(batch, labels, dtype=torch.bool, device=device)
+    mask[torch.arange(batch, device=device), positive] = True
+
+    def eager():
+        return torch.topk((query @ label_vectors.T).masked_fill(mask, float("-inf")), k, dim=1)
+
+    return _row("hard_negatives", batch, labels, dim, k, dtype,
+                lambda: xcops.hard_negatives(query, label_vectors, (indptr, positive), k),
+                eager, lambda: query @ label_vectors.T, device, repeat)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="xcops bench topk", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="shapes to run (default: gpu when CUDA is available, else cpu)")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preset = PRESETS[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}")
+    with torch.no_grad():
+        rows = [bench_dense(*case, device, args.repeat) for case in preset["dense"]]
+        rows += [bench_negatives(*case, device, args.repeat) for case in preset["negatives"]]
+    print(format_table(rows, ["op", "shape", "xcops_ms", "eager_ms", "speedup", "gemm_ms", "pct_of_floor",
+                              "xcops_extra_mib", "eager_extra_mib"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=name, torch=torch.__version__, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
