@@ -130,8 +130,13 @@ def test_weight_gradient_deterministic(device, rng):
         assert torch.equal(a, b)
 
 
-def test_autocast_runs_in_autocast_dtype(device, rng):
-    query, weight, shortlist, _ = make_problem(4, 3, 10, 8, torch.float32, device, rng)
+def test_autocast_casts_the_query_not_the_weight(device, rng):
+    # Under autocast the query comes out of the encoder in bf16; the fp32 weight stays as is.
+    query, weight, shortlist, bias = make_problem(4, 3, 10, 8, torch.float32, device, rng, bias=True)
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        scores = xcops.shortlist_score(query, weight, shortlist)
-    assert scores.dtype == torch.bfloat16
+        scores = xcops.shortlist_score(query.bfloat16(), weight, shortlist, bias)
+    assert scores.dtype == torch.float32
+    want = reference.shortlist_score(query.bfloat16().float(), weight, shortlist, bias)
+    torch.testing.assert_close(scores, want)
+    with pytest.raises(RuntimeError, match="weight has dtype Float but query has dtype BFloat16"):
+        xcops.shortlist_score(query.bfloat16(), weight, shortlist)

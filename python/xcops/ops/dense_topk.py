@@ -7,7 +7,8 @@ from typing import Optional, Tuple
 import torch
 
 from .csr import as_csr
-from .shortlist import _autocast, shortlist_score
+from .autocast import match_weight_dtype
+from .shortlist import shortlist_score
 
 _ops = torch.ops.xcops
 
@@ -52,7 +53,7 @@ def dense_topk(
         >>> labels.shape
         torch.Size([4, 5])
     """
-    query, weight = _autocast(query, weight)
+    (query,) = match_weight_dtype(weight, query)
     batch = query.shape[0] if query.dim() == 2 else -1
     indptr, indices = _exclusion_csr(exclude, batch, "exclude")
     return _ops.dense_topk(query.detach().contiguous(), weight.detach(), int(k), indptr, indices)
@@ -90,8 +91,8 @@ def hard_negatives(
     if not isinstance(positives, (tuple, list)):
         raise TypeError("positives must be a CSR tuple (indptr [B + 1], indices [nnz])")
     indptr, indices = _exclusion_csr(positives, batch, "positives")
-    query_c, labels_c = _autocast(query, labels)
-    _, negatives = _ops.hard_negatives(query_c.detach().contiguous(), labels_c.detach(), indptr, indices, int(k))
+    (query_c,) = match_weight_dtype(labels, query)
+    _, negatives = _ops.hard_negatives(query_c.detach().contiguous(), labels.detach(), indptr, indices, int(k))
     scores = shortlist_score(query, labels, negatives)
     return scores.masked_fill(negatives < 0, float("-inf")), negatives
 

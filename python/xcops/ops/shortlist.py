@@ -11,18 +11,10 @@ from typing import Optional, Tuple
 
 import torch
 
+from .autocast import match_weight_dtype
 from .csr import Shortlist, as_csr
 
 _ops = torch.ops.xcops
-
-
-def _autocast(*tensors: Optional[torch.Tensor]):
-    """Under autocast, compute in the autocast dtype like torch.mm would."""
-    device_type = next(t for t in tensors if t is not None).device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        return tuple(None if t is None else t.to(dtype) for t in tensors)
-    return tensors
 
 
 def shortlist_score(
@@ -56,7 +48,7 @@ def shortlist_score(
         >>> xcops.shortlist_score(query, weight, shortlist).shape
         torch.Size([2, 3])
     """
-    query, weight, bias = _autocast(query, weight, bias)
+    query, bias = match_weight_dtype(weight, query, bias)
     indptr, indices, padded_shape = as_csr(shortlist, query.shape[0] if query.dim() == 2 else -1)
     scores = _ops.shortlist_score(query.contiguous(), weight, indptr, indices, bias, sparse_grad)
     return scores.view(padded_shape) if padded_shape is not None else scores
@@ -85,7 +77,7 @@ def shortlist_topk(
         >>> labels.shape
         torch.Size([2, 5])
     """
-    query, weight, bias = _autocast(query, weight, bias)
+    query, bias = match_weight_dtype(weight, query, bias)
     indptr, indices, _ = as_csr(shortlist, query.shape[0] if query.dim() == 2 else -1)
     return _ops.shortlist_topk(query.contiguous(), weight, indptr, indices, int(k), bias)
 
