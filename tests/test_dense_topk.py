@@ -10,6 +10,15 @@ from shortlist_inputs import make_csr
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
 
+@pytest.fixture(params=["specialised", "generic"], autouse=True)
+def topk_path(request, monkeypatch):
+    """Every test runs the CPU's own top-k and the device-generic one the GPU uses."""
+    if request.param == "generic":
+        monkeypatch.setenv("XCOPS_GENERIC_TOPK", "1")
+    else:
+        monkeypatch.delenv("XCOPS_GENERIC_TOPK", raising=False)
+
+
 def _problem(batch, labels, dim, dtype, device, gen):
     query = torch.randn(batch, dim, generator=gen).to(dtype).to(device)
     weight = torch.randn(labels, dim, generator=gen).to(dtype).to(device)

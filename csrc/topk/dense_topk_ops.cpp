@@ -1,7 +1,7 @@
 // Exact maximum-inner-product top-k over all labels, streaming over label chunks so the
 // [B, L] score matrix never exists: per chunk one GEMM into a reused [B, chunk] buffer (fp32
-// or fp64 output), excluded ids masked to -inf, a top-k of the chunk, and a merge into the
-// running [B, k] result. Composed of ATen ops, so the same code runs on CPU and CUDA.
+// or fp64 output), excluded ids masked to -inf, and the chunk folded into a running per-row
+// top-k (topk_accumulator.h).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
@@ -9,15 +9,16 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/repeat_interleave.h>
-#include <ATen/ops/topk.h>
 #include <ATen/ops/where.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include <cstdlib>
 #include <limits>
 
 #include "common/checks.h"
 #include "common/csr.h"
+#include "topk/topk_accumulator.h"
 
 namespace xcops::topk {
 namespace {
@@ -80,9 +81,9 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
                                           const std::optional<Tensor>& exclude_indices) {
   const int64_t rows = query.size(0), labels = weight.size(0);
   const at::ScalarType acc = score_dtype(query.scalar_type());
-  Tensor values = at::full({rows, k}, -std::numeric_limits<double>::infinity(), query.options().dtype(acc));
-  Tensor indices = at::full({rows, k}, -1, query.options().dtype(at::kLong));
-  if (rows == 0) return {values.to(query.scalar_type()), indices};
+  if (rows == 0) {
+    return {at::empty({0, k}, query.options()), at::empty({0, k}, query.options().dtype(at::kLong))};
+  }
 
   std::optional<Exclusions> exclusions;
   if (exclude_indptr) {
@@ -98,20 +99,19 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   const int64_t chunk = std::min(labels, std::max(kMinChunk, kChunkElements / rows));
   // One spare element past [rows, chunk] takes the masked writes of out-of-chunk exclusions.
   Tensor buffer = at::empty({rows * chunk + 1}, query.options().dtype(acc));
+  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
+  // logic the GPU runs on machines without one.
+  const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
+  const auto best = generic ? make_aten_topk_accumulator(rows, k, buffer.options())
+                            : make_cpu_topk_accumulator(rows, k, acc);
   for (int64_t begin = 0; begin < labels; begin += chunk) {
     const int64_t width = std::min(chunk, labels - begin);
     Tensor scores = buffer.narrow(0, 0, rows * width).view({rows, width});
     chunk_scores(lhs, weight.narrow(0, begin, width), scores);
     if (exclusions) mask_chunk(*exclusions, buffer, rows, begin, width);
-    auto [chunk_values, chunk_ids] = at::topk(scores, std::min(k, width), 1, true, false);
-    const Tensor merged_values = at::cat({values, chunk_values}, 1);
-    const Tensor merged_ids = at::cat({indices, chunk_ids + begin}, 1);
-    auto [top_values, slots] = at::topk(merged_values, k, 1, true, /*sorted=*/begin + width >= labels);
-    values = top_values;
-    indices = merged_ids.gather(1, slots);
+    best->add(scores, begin);
   }
-  // -inf marks excluded ids (and nothing else can be worse): those slots are empty.
-  indices.masked_fill_(values == -std::numeric_limits<double>::infinity(), -1);
+  auto [values, indices] = best->finish();
   return {values.to(query.scalar_type()), indices};
 }
 

@@ -1,0 +1,29 @@
+#pragma once
+// Running per-row top-k over score chunks, for the streaming top-k ops. Chunks arrive as
+// [rows, width] score tensors (float32, or float64 for float64 inputs) of the label ids
+// [begin, begin + width); scores of -inf (excluded labels) are never kept.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <tuple>
+
+namespace xcops::topk {
+
+class TopkAccumulator {
+ public:
+  virtual ~TopkAccumulator() = default;
+  virtual void add(const at::Tensor& scores, int64_t begin) = 0;
+  // (values [rows, k] best first, -inf where empty; label ids [rows, k] int64, -1 where empty)
+  virtual std::tuple<at::Tensor, at::Tensor> finish() = 0;
+};
+
+// CPU: per-row candidate buffers behind a running threshold, multithreaded over rows; ties
+// go to the lower label id.
+std::unique_ptr<TopkAccumulator> make_cpu_topk_accumulator(int64_t rows, int64_t k,
+                                                           at::ScalarType score_dtype);
+
+// Any device, from ATen ops: a top-k of each chunk merged into the running result.
+std::unique_ptr<TopkAccumulator> make_aten_topk_accumulator(int64_t rows, int64_t k,
+                                                            const at::TensorOptions& score_options);
+
+}  // namespace xcops::topk
