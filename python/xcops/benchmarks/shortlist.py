@@ -11,14 +11,11 @@ that must move / measured copy bandwidth, measured in the same run).
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 
 import xcops
 
-from .timing import copy_bandwidth_gbs, format_table, peak_extra_mib, time_ms
+from .timing import copy_bandwidth_gbs, parse_bench_args, peak_extra_mib, report, time_ms
 
 PRESETS = {
     "gpu": [  # batch, width, labels, dim, dtype
@@ -93,26 +90,12 @@ def bench_case(batch, width, labels, dim, dtype, device, bandwidth, repeat):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="xcops bench shortlist", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="shapes to run (default: gpu when CUDA is available, else cpu)")
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    args, device, preset, name = parse_bench_args("xcops bench shortlist", __doc__, PRESETS, 20, argv)
     bandwidth = copy_bandwidth_gbs(device, mib=1024 if device.type == "cuda" else 256)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; measured copy bandwidth {bandwidth:.0f} GB/s; torch {torch.__version__}")
-    rows = []
-    for case in PRESETS[preset]:
-        rows += bench_case(*case, device, bandwidth, args.repeat)
-    print(format_table(rows, ["shape", "step", "xcops_ms", "eager_ms", "speedup", "xcops_extra_mib",
-                              "eager_extra_mib", "floor_ms", "pct_of_floor"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=name, bandwidth_gbs=bandwidth, torch=torch.__version__, rows=rows), f, indent=1)
+    rows = [row for case in preset for row in bench_case(*case, device, bandwidth, args.repeat)]
+    report(rows, ["shape", "step", "xcops_ms", "eager_ms", "speedup", "xcops_extra_mib", "eager_extra_mib",
+                  "floor_ms", "pct_of_floor"], args.json, device=name, bandwidth_gbs=bandwidth)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 from typing import Callable, Optional
@@ -70,3 +72,26 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines.append("-|-".join("-" * w for w in widths))
     lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def parse_bench_args(prog: str, doc: str, presets: dict, repeat: int, argv=None):
+    """The flags every benchmark takes. Returns ``(args, device, preset, device_name)``; the
+    preset defaults to "gpu" when CUDA is available, else "cpu"."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(presets), default=None,
+                        help="shapes to run (default: gpu when CUDA is available, else cpu)")
+    parser.add_argument("--repeat", type=int, default=repeat, help="timed repetitions (median reported)")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preset = presets[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return args, device, preset, name
+
+
+def report(rows: list[dict], columns: list[str], json_path: Optional[str], **facts) -> None:
+    """Prints the table; with ``json_path`` also writes ``facts`` and the rows as JSON."""
+    print(format_table(rows, columns))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(facts, torch=torch.__version__, rows=rows), f, indent=1)

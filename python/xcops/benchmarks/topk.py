@@ -11,14 +11,11 @@ peak allocated beyond the inputs (CUDA only).
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 
 import xcops
 
-from .timing import format_table, peak_extra_mib, time_ms
+from .timing import parse_bench_args, peak_extra_mib, report, time_ms
 
 PRESETS = {
     "gpu": dict(
@@ -83,25 +80,13 @@ def bench_negatives(batch, labels, dim, k, dtype, device, repeat):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="xcops bench topk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="shapes to run (default: gpu when CUDA is available, else cpu)")
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preset = PRESETS[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    args, device, preset, name = parse_bench_args("xcops bench topk", __doc__, PRESETS, 10, argv)
     print(f"device: {name}; torch {torch.__version__}")
     with torch.no_grad():
         rows = [bench_dense(*case, device, args.repeat) for case in preset["dense"]]
         rows += [bench_negatives(*case, device, args.repeat) for case in preset["negatives"]]
-    print(format_table(rows, ["op", "shape", "xcops_ms", "eager_ms", "speedup", "gemm_ms", "pct_of_floor",
-                              "xcops_extra_mib", "eager_extra_mib"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=name, torch=torch.__version__, rows=rows), f, indent=1)
+    report(rows, ["op", "shape", "xcops_ms", "eager_ms", "speedup", "gemm_ms", "pct_of_floor", "xcops_extra_mib",
+                  "eager_extra_mib"], args.json, device=name)
 
 
 if __name__ == "__main__":
