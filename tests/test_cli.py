@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from xcops import cli
@@ -75,6 +76,19 @@ def test_bench_smoke(capsys):
     cli.main(["bench", "topk", "--preset", "smoke", "--repeat", "1"])
     out = capsys.readouterr().out
     assert "dense_topk" in out and "hard_negatives" in out
+    cli.main(["bench", "clustering", "--device", "cpu", "--problem", "0", "--scale", "0.002"])
+    assert "xcops" in capsys.readouterr().out
+
+
+def test_cluster_writes_balanced_assignments(tmp_path, capsys):
+    points = tmp_path / "x.npy"
+    np.save(points, np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32))
+    out = tmp_path / "clusters.npz"
+    cli.main(["cluster", str(points), "--leaf-size", "16", "--output", str(out)])
+    result = np.load(out)
+    sizes = np.bincount(result["assign"], minlength=8)
+    assert result["centroids"].shape == (8, 8) and sizes.min() >= 12 and sizes.max() <= 13
+    assert "100 points -> 8 clusters" in capsys.readouterr().out
 
 
 def test_bad_config_key_is_a_clear_error(tmp_path):

@@ -17,7 +17,7 @@ def test_readme_ops_example_runs():
     exec(compile(example, "README.md", "exec"), {})
 
 
-@pytest.mark.parametrize("module", ["xcops.ops.shortlist", "xcops.ops.dense_topk"])
+@pytest.mark.parametrize("module", ["xcops.ops.shortlist", "xcops.ops.dense_topk", "xcops.ops.clustering"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -8,7 +8,14 @@ import torch  # noqa: F401  (loads torch's shared libraries before our extension
 
 from . import _C  # noqa: F401  (registers torch.ops.xcops.*)
 from . import losses
-from .ops import dense_topk, hard_negatives, shortlist_score, shortlist_topk
+from .ops import (
+    balanced_kmeans,
+    clusters_to_csr,
+    dense_topk,
+    hard_negatives,
+    shortlist_score,
+    shortlist_topk,
+)
 
 __version__ = "0.1.0"
 
@@ -24,7 +31,9 @@ def build_info() -> dict:
 
 
 __all__ = [
+    "balanced_kmeans",
     "build_info",
+    "clusters_to_csr",
     "dense_topk",
     "hard_negatives",
     "losses",

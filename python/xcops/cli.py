@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("bench", help="kernel benchmarks (arguments after the name go to the benchmark)")
-    p.add_argument("what", choices=["shortlist", "topk"], help="which benchmark")
+    p.add_argument("what", choices=["shortlist", "topk", "clustering"], help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="its arguments, e.g. --preset cpu --json out.json")
     p.set_defaults(func=cmd_bench)
     return parser
