@@ -47,4 +47,5 @@ def test_compile_fullgraph(device, rng):
     (loss, (values, labels)), (want_loss, (want_values, want_labels)) = (
         compiled(query, weight, shortlist, bias), head(query, weight, shortlist, bias))
     torch.testing.assert_close(loss, want_loss)
+    torch.testing.assert_close(values, want_values)
     assert torch.equal(labels, want_labels)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -15,7 +14,7 @@ import numpy as np
 _TRAIN_FLAGS = [
     ("--data", "data", str, "XC text data directory, or 'synthetic' for the built-in generated set"),
     ("--out", "out", str, "run directory (config, metrics, checkpoint)"),
-    ("--model", "model", str, "model to train: bow (default), or another name in xcops.models.MODELS"),
+    ("--model", "model", str, "model to train: bow (default), syncxml or ngame"),
     ("--dim", "dim", int, "embedding dimension"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--batch-size", "batch_size", int, "training batch size"),

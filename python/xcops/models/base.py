@@ -43,3 +43,26 @@ class XCModel(nn.Module):
     @classmethod
     def from_metadata(cls, meta: dict) -> "XCModel":
         raise NotImplementedError
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose gradients are sparse (trained by ``torch.optim.SparseAdam``)."""
+        return []
+
+    def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """Adam for the dense parameters, SparseAdam for :meth:`sparse_parameters`."""
+        sparse = self.sparse_parameters()
+        sparse_ids = {id(p) for p in sparse}
+        optimizers = [torch.optim.Adam([p for p in self.parameters() if id(p) not in sparse_ids], lr=lr)]
+        if sparse:
+            optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+        return optimizers
+
+    @staticmethod
+    def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> torch.Tensor:
+        """One backward pass and one step of every optimizer; returns the detached loss."""
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        return loss.detach()

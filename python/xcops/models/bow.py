@@ -62,29 +62,17 @@ class BowXC(XCModel):
         return self.classifier(self.encode(input_ids), shortlist)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose gradients are sparse (for ``torch.optim.SparseAdam``)."""
         params = [self.embed.weight]
         if self.classifier.sparse_grad:
             params += [self.classifier.weight, self.classifier.bias]
         return params
-
-    def make_optimizers(self, lr: float):
-        sparse_ids = {id(p) for p in self.sparse_parameters()}
-        dense = [p for p in self.parameters() if id(p) not in sparse_ids]
-        return [torch.optim.Adam(dense, lr=lr), torch.optim.SparseAdam(self.sparse_parameters(), lr=lr)]
 
     def train_step(self, optimizers, batch, random_negatives, generator, device) -> torch.Tensor:
         ids, indptr, indices = batch
         shortlist, targets = batch_shortlist(indptr, indices, self.config["num_labels"], random_negatives, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = self(ids.to(device), shortlist.to(device))
-        loss = masked_bce_with_logits(logits, targets.to(device))
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        return loss.detach()
+        return self.optimizer_step(optimizers, masked_bce_with_logits(logits, targets.to(device)))
 
     def fit(self, cfg, train_set, device, progress=True) -> dict:
         generator = torch.Generator().manual_seed(cfg.seed)
