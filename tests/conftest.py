@@ -38,3 +38,12 @@ def deterministic_algorithms():
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models on busy shared cores run far faster on one thread than on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -234,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad options or data: a message, not a traceback
+        raise SystemExit(f"xcops {args.command}: {err}")
 
 
 if __name__ == "__main__":

