@@ -2,6 +2,8 @@
 // key next to their sources; fake kernels and autograd live in python/xcops/ops.
 #include <torch/library.h>
 
+#include "common/csr.h"
+
 TORCH_LIBRARY(xcops, m) {
   // A shortlist is CSR: row b owns indices[indptr[b]:indptr[b+1]] (label ids, -1 = padding).
   // The padded [B, K] layout of the Python API is the CSR with indptr = arange(B + 1) * K.
@@ -19,6 +21,11 @@ TORCH_LIBRARY(xcops, m) {
   m.def(
       "shortlist_score_backward_weight(Tensor grad_scores, Tensor query, Tensor indptr, "
       "Tensor indices) -> (Tensor, Tensor, Tensor)");
+  // The same gradient as dense [num_labels, d] and [num_labels] tensors (zero for untouched
+  // labels): sizes come from shapes, so on CUDA it needs no host sync.
+  m.def(
+      "shortlist_score_backward_weight_dense(Tensor grad_scores, Tensor query, Tensor indptr, "
+      "Tensor indices, int num_labels) -> (Tensor, Tensor)");
 
   // Hierarchical spherical 2-means with exactly balanced splits: rows of x are L2-normalised,
   // every node of a tree level splits at once, num_clusters is a power of two <= N.
@@ -40,4 +47,8 @@ TORCH_LIBRARY(xcops, m) {
   m.def(
       "hard_negatives(Tensor query, Tensor labels, Tensor positives_indptr, "
       "Tensor positives_indices, int k) -> (Tensor, Tensor)");
+
+  // CUDA id checks of the CSR inputs as device-side asserts (no host sync; a bad id aborts
+  // the CUDA context) instead of host checks with clear messages; returns the old setting.
+  m.def("set_device_checks(bool enabled) -> bool", &xcops::set_device_checks);
 }

@@ -7,7 +7,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/equal.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/linalg_vector_norm.h>
@@ -17,6 +16,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 #ifdef XCOPS_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -129,6 +129,46 @@ struct Level {
   Tensor offsets_device, node_of_pos, right_of_pos;
 };
 
+// The order that sorts the positions of a level by (node, score), ties in canonical order.
+Tensor split_order(const Tensor& scores, const Level& level) {
+  if (scores.scalar_type() == at::kDouble) {
+    // 64 bits cannot hold a node id and a float64 score: stable-sort by score, then stably
+    // by node. Adding +0 turns -0 into +0, which must tie with it as on the CPU.
+    const Tensor by_score = std::get<1>(at::sort(scores + 0.0, /*stable=*/true, 0, false));
+    const Tensor nodes = level.node_of_pos.index_select(0, by_score);
+    return by_score.index_select(0, std::get<1>(at::sort(nodes, /*stable=*/true, 0, false)));
+  }
+  Tensor keys = at::empty(scores.sizes(), level.node_of_pos.options());
+  pack_split_keys_cuda(scores, level.node_of_pos, keys);
+  // Stable: equal scores keep canonical (point id) order, as on the CPU.
+  return std::get<1>(at::sort(keys, /*stable=*/true, 0, /*descending=*/false));
+}
+
+// Whether each iteration's split changed, read by the host one iteration late: the flag of
+// iteration t is copied to pinned memory behind t's kernels and read once t + 1 is queued,
+// so the GPU never idles waiting for the host. A fixed point repeats itself, so the extra
+// iteration changes nothing.
+class LaggedFlags {
+ public:
+  explicit LaggedFlags(int64_t n)
+      : host_(at::empty({n}, at::TensorOptions().dtype(at::kBool).pinned_memory(true))),
+        ready_(static_cast<size_t>(n)) {}
+
+  void push(int64_t t, const Tensor& flag) {
+    host_.narrow(0, t, 1).copy_(flag.reshape({1}), /*non_blocking=*/true);
+    ready_[t].record();
+  }
+
+  bool get(int64_t t) {
+    ready_[t].synchronize();
+    return host_.const_data_ptr<bool>()[t];
+  }
+
+ private:
+  Tensor host_;
+  std::vector<at::cuda::CUDAEvent> ready_;
+};
+
 // Unit centroids [2 * nodes, d] (left, right of each node) of one split, and, through
 // `points`, the canonical order of the next level.
 Tensor split_level(const Tensor& xn, Tensor& points, const Level& level, int64_t level_index,
@@ -143,20 +183,19 @@ Tensor split_level(const Tensor& xn, Tensor& points, const Level& level, int64_t
   }
   Tensor centres = xn.index_select(0, points.index_select(0, to_device(seed_pos, points.options())));
   Tensor side;  // by canonical position: in the right child
+  LaggedFlags changed(iters);
   for (int64_t t = 0; t < iters; ++t) {
     const Tensor pairs = centres.view({nodes, 2, d});
     const Tensor direction = (pairs.select(1, 1) - pairs.select(1, 0)).contiguous();
     // A node is a "query" whose shortlist is its points: the shortlist scoring kernel.
     Tensor scores = at::empty({n}, xn.options());
     shortlist::score_cuda(direction, xn, level.offsets_device, points, std::nullopt, scores);
-    Tensor keys = at::empty({n}, points.options());
-    pack_split_keys_cuda(scores, level.node_of_pos, keys);
-    // Stable: equal scores keep canonical (point id) order, as on the CPU.
-    const Tensor order = std::get<1>(at::sort(keys, /*stable=*/true, 0, /*descending=*/false));
+    const Tensor order = split_order(scores, level);
     Tensor new_side = at::empty_like(level.right_of_pos).index_copy_(0, order, level.right_of_pos);
-    if (t > 0 && at::equal(new_side, side)) break;  // a fixed point for every node
+    if (t > 0) changed.push(t, new_side.ne(side).any());
     side = new_side;
     centres = unit_rows(level.sums(xn, points.index_select(0, order)));
+    if (t > 1 && !changed.get(t - 1)) break;  // every node was at a fixed point by t - 1
   }
   const Tensor child = level.node_of_pos * 2 + side.to(at::kLong);
   points = points.index_select(0, std::get<1>(at::sort(child, /*stable=*/true, 0, false)));

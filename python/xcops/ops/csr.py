@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+import contextlib
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 
@@ -46,3 +47,26 @@ def as_csr(
     dtype = shortlist.dtype if rows * width < 2**31 else torch.int64
     indptr = torch.arange(rows + 1, device=shortlist.device, dtype=dtype) * width
     return indptr, shortlist.to(dtype).reshape(-1).contiguous(), (rows, width)
+
+
+def set_device_checks(enabled: bool) -> bool:
+    """Chooses how the ops check CSR ids and offsets of CUDA inputs; returns the old setting.
+
+    Off (the default): the facts are copied to the host and a bad id raises a ``RuntimeError``
+    naming the argument and value; the copy is a host sync (25-45 us) that also makes a
+    CUDA graph capture fail, so during a capture the ops use the device check regardless.
+    On: a device-side assert, with no sync, for trusted callers (training loops,
+    ``torch.compile(mode="reduce-overhead")``); a bad id then aborts the CUDA context with a
+    generic device-side assert. CPU inputs are always checked on the host.
+    """
+    return bool(torch.ops.xcops.set_device_checks(bool(enabled)))
+
+
+@contextlib.contextmanager
+def device_checks(enabled: bool = True) -> Iterator[None]:
+    """:func:`set_device_checks` for the duration of a ``with`` block."""
+    previous = set_device_checks(enabled)
+    try:
+        yield
+    finally:
+        set_device_checks(previous)

@@ -108,6 +108,11 @@ def _backward_weight_fake(grad_scores, query, indptr, indices):
     )
 
 
+@torch.library.register_fake("xcops::shortlist_score_backward_weight_dense")
+def _backward_weight_dense_fake(grad_scores, query, indptr, indices, num_labels):
+    return query.new_empty(num_labels, query.shape[1]), query.new_empty(num_labels)
+
+
 def _setup_context(ctx, inputs, output):
     query, weight, indptr, indices, bias, sparse_grad = inputs
     ctx.save_for_backward(query, weight, indptr, indices)
@@ -115,13 +120,10 @@ def _setup_context(ctx, inputs, output):
     ctx.sparse_grad = sparse_grad
 
 
-def _scatter_rows(labels, values, shape, sparse):
-    if sparse:
-        return torch.sparse_coo_tensor(
-            labels.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False
-        )
-    # Each label appears once in `labels`, so the copy is deterministic.
-    return values.new_zeros(shape).index_copy_(0, labels, values)
+def _sparse_rows(labels, values, shape):
+    return torch.sparse_coo_tensor(
+        labels.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False
+    )
 
 
 def _backward(ctx, grad_scores):
@@ -131,14 +133,21 @@ def _backward(ctx, grad_scores):
     if ctx.needs_input_grad[0]:
         grad_query = _ops.shortlist_score_backward_query(grad_scores, weight, indptr, indices)
     need_bias = ctx.has_bias and ctx.needs_input_grad[4]
-    if ctx.needs_input_grad[1] or need_bias:
+    if ctx.sparse_grad and (ctx.needs_input_grad[1] or need_bias):
         labels, row_grads, bias_grads = _ops.shortlist_score_backward_weight(
             grad_scores, query, indptr, indices
         )
         if ctx.needs_input_grad[1]:
-            grad_weight = _scatter_rows(labels, row_grads, weight.shape, ctx.sparse_grad)
+            grad_weight = _sparse_rows(labels, row_grads, weight.shape)
         if need_bias:
-            grad_bias = _scatter_rows(labels, bias_grads, weight.shape[:1], ctx.sparse_grad)
+            grad_bias = _sparse_rows(labels, bias_grads, weight.shape[:1])
+    elif ctx.needs_input_grad[1] or need_bias:
+        # Dense: sizes come from shapes, so a CUDA training step needs no host sync.
+        grad_weight, grad_bias = _ops.shortlist_score_backward_weight_dense(
+            grad_scores, query, indptr, indices, weight.shape[0]
+        )
+        grad_weight = grad_weight if ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias if need_bias else None
     return grad_query, grad_weight, None, None, grad_bias, None
 
 
