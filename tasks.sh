@@ -3,6 +3,8 @@
 #   bash tasks.sh demo    the main job: train a small XC model with the fused ops, compare speeds
 #   bash tasks.sh test    the test suite (what CI runs)
 #   bash tasks.sh bench   the kernel benchmarks (GPU shapes when CUDA is available)
+#   bash tasks.sh gpu-check [OUT_DIR]   the one-call GPU verdict, offline, with the torch
+#                         already installed (no setup); says so and exits 0 without a GPU
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${XCOPS_VENV:-.venv}
@@ -24,5 +26,6 @@ case "${1:-}" in
   demo) setup; xcops demo "${@:2}" ;;
   test) setup; python -m pytest -q "${@:2}" ;;
   bench) setup; xcops bench shortlist "${@:2}" ;;
-  *) echo "usage: bash tasks.sh demo|test|bench [args...]" >&2; exit 2 ;;
+  gpu-check) bash bench/gpu_check.sh "${@:2}" ;;
+  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check [args...]" >&2; exit 2 ;;
 esac
