@@ -168,6 +168,7 @@ void launch_score(const Tensor& query, const Tensor& weight, const Tensor& indpt
                   const Tensor& indices, const std::optional<Tensor>& bias, Epilogue epilogue) {
   const c10::cuda::CUDAGuard guard(query.device());
   const int64_t rows = query.size(0), nnz = indices.numel(), d = query.size(1);
+  if (nnz == 0) return;  // a grid of 0 blocks is a launch error
   auto launch = [&](auto vec) {
     constexpr int kVec = decltype(vec)::value;
     score_kernel<scalar_t, index_t, kVec>
