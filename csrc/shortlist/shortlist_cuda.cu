@@ -43,13 +43,17 @@ constexpr int kVec16 = 16 / sizeof(scalar_t);
 
 bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <typename scalar_t>
-bool can_vectorize(int64_t d, std::initializer_list<const void*> bases) {
-  if (d % kVec16<scalar_t> != 0) return false;
-  for (const void* p : bases) {
-    if (!is_aligned16(p)) return false;
+// Calls launch(std::integral_constant<int, kVec>) with 16-byte vectors when d is a multiple of
+// the vector width and every row base is 16-byte aligned, else with kVec = 1.
+template <typename scalar_t, typename Launch>
+void with_vector_width(int64_t d, std::initializer_list<const void*> bases, const Launch& launch) {
+  bool aligned = d % kVec16<scalar_t> == 0;
+  for (const void* p : bases) aligned = aligned && is_aligned16(p);
+  if (aligned) {
+    launch(std::integral_constant<int, kVec16<scalar_t>>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
   }
-  return true;
 }
 
 // The width of a padded shortlist (every row has nnz / rows entries) as the guess of
@@ -179,11 +183,7 @@ void launch_score(const Tensor& query, const Tensor& weight, const Tensor& indpt
             indices.const_data_ptr<index_t>(), rows, padded_width(rows, nnz), nnz, d, epilogue);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (can_vectorize<scalar_t>(d, {query.const_data_ptr(), weight.const_data_ptr()})) {
-    launch(std::integral_constant<int, kVec16<scalar_t>>{});
-  } else {
-    launch(std::integral_constant<int, 1>{});
-  }
+  with_vector_width<scalar_t>(d, {query.const_data_ptr(), weight.const_data_ptr()}, launch);
 }
 
 template <typename scalar_t, typename index_t>
@@ -343,11 +343,7 @@ void backward_weight_cuda(const Tensor& grad, const Tensor& query, const Tensor&
                 padded_width(batch, nnz), nnz, d);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
-      if (can_vectorize<scalar_t>(d, {query.const_data_ptr(), rows.const_data_ptr()})) {
-        launch(std::integral_constant<int, kVec16<scalar_t>>{});
-      } else {
-        launch(std::integral_constant<int, 1>{});
-      }
+      with_vector_width<scalar_t>(d, {query.const_data_ptr(), rows.const_data_ptr()}, launch);
     });
   });
 }
