@@ -56,8 +56,9 @@ def test_training_step_replays_as_a_cuda_graph(rng):
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up outside the capture, as torch.cuda.graphs requires
-        eager_step()
-        graph_step()
+        for _ in range(3):
+            eager_step()
+            graph_step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
