@@ -11,7 +11,8 @@
 #   5. writes OUT_DIR/summary.md, results.json and the logs (7 files) and prints summary.md.
 # Without a GPU it says so in one line and exits 0.
 # Environment: XCOPS_PYTHON (default .venv/bin/python if present, else python3);
-# GPU_CHECK_STEPS (default "build pytest sanitizer large bench") to rerun a subset.
+# GPU_CHECK_STEPS (default "build pytest sanitizer large bench") to rerun a subset;
+# XCOPS_COMMIT names the commit where the tree has no .git.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -58,8 +59,11 @@ wants() { [[ "$STEPS" == *" $1 "* ]]; }
 "$PY" - "$WORK/env.json" "$ARCH" <<'EOF'
 import datetime, json, subprocess, sys
 import torch
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+import os
+git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+# A copy of the tree without .git (e.g. on a lent GPU machine) names its commit in XCOPS_COMMIT.
+commit = git("rev-parse", "--short", "HEAD") or os.environ.get("XCOPS_COMMIT", "")
+dirty = git("status", "--porcelain", "--untracked-files=no")
 json.dump(dict(gpu=torch.cuda.get_device_name(), capability=sys.argv[2], torch=torch.__version__,
                cuda=torch.version.cuda, commit=(commit or "unknown") + (" (modified)" if dirty else ""),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
@@ -79,8 +83,10 @@ try: e["build"] = str(json.load(open(sys.argv[2])))
 except OSError: pass
 json.dump(e, open(sys.argv[1], "w"))' "$WORK/env.json" "$WORK/build.json"
 
+# pytest keeps the CPU cores busy, the sanitizer runs mostly wait on the GPU and the tools:
+# they overlap. The benchmarks run alone afterwards.
 if wants pytest; then
-  run pytest pytest.log 900 "$PY" -m pytest -q -p no:cacheprovider -rfEs tests
+  run pytest pytest.log 900 "$PY" -m pytest -q -p no:cacheprovider -rfEs tests &
 fi
 
 if wants sanitizer; then
@@ -107,6 +113,8 @@ fi
 if wants large; then
   run "large L*d > 2^31" smoke.log 600 "$PY" -m xcops.benchmarks.gpu_smoke --large
 fi
+
+wait
 
 if wants bench; then
   run ceilings bench.log 120 "$PY" -m xcops.benchmarks.gpu_check ceilings --json "$WORK/ceilings.json"
