@@ -18,7 +18,7 @@ def as_csr(
 
     A padded ``[B, K]`` tensor becomes the CSR with ``indptr = arange(B + 1) * K`` and
     ``padded_shape = (B, K)``; a CSR tuple ``(indptr, indices)`` is passed through with
-    ``padded_shape = None`` (indptr is cast to the dtype of indices).
+    ``padded_shape = None``; when one of the pair is int64 the other is widened to int64.
     """
     if isinstance(shortlist, (tuple, list)):
         if len(shortlist) != 2 or not all(isinstance(t, torch.Tensor) for t in shortlist):
@@ -28,7 +28,10 @@ def as_csr(
             raise TypeError(f"{name}: indices must be int32 or int64, got {indices.dtype}")
         if indptr.dtype not in _INDEX_DTYPES:
             raise TypeError(f"{name}: indptr must be int32 or int64, got {indptr.dtype}")
-        return indptr.to(indices.dtype).contiguous(), indices.contiguous(), None
+        # Widen, never narrow: an int64 indptr cast to int32 indices would wrap (2^32 + 1 -> 1)
+        # and pass every check downstream.
+        dtype = torch.promote_types(indptr.dtype, indices.dtype)
+        return indptr.to(dtype).contiguous(), indices.to(dtype).contiguous(), None
     if not isinstance(shortlist, torch.Tensor):
         raise TypeError(
             f"{name} must be a padded [B, K] integer tensor or a CSR tuple (indptr, indices), "
@@ -46,3 +49,10 @@ def as_csr(
     dtype = shortlist.dtype if rows * width < 2**31 else torch.int64
     indptr = torch.arange(rows + 1, device=shortlist.device, dtype=dtype) * width
     return indptr, shortlist.to(dtype).reshape(-1).contiguous(), (rows, width)
+
+
+def shortlist_width(shortlist: Shortlist, indices: torch.Tensor) -> int:
+    """The most candidates any row can hold: K of a padded ``[B, K]`` shortlist, nnz of a CSR."""
+    if isinstance(shortlist, torch.Tensor):
+        return shortlist.shape[1]
+    return indices.numel()
