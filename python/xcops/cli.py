@@ -158,13 +158,13 @@ def cmd_predict(args) -> None:
 
     model, tokenizer, meta = load_run(args.run, _device_flag(args.device))
     texts = _read_input(args.input)
-    names = _label_names(meta)
+    names, names_path = _label_names(meta)
     ids = torch.from_numpy(encode_texts(tokenizer, texts, meta["max_len"]))
     device = next(model.parameters()).device
     top = model.predict(ids, args.k, args.batch_size, device, progress=not args.quiet).tolist()
     largest = max((max(labels) for labels in top if labels), default=-1)
     if names is not None and largest >= len(names):
-        raise ValueError(f"{names.path} has {len(names)} label names, but the model predicts label {largest}")
+        raise ValueError(f"{names_path} has {len(names)} label names, but the model predicts label {largest}")
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     for text, labels in zip(texts, top):
         labels = [l for l in labels if l >= 0]
@@ -176,25 +176,19 @@ def cmd_predict(args) -> None:
         out.close()
 
 
-class _Names(list):
-    """Label names, remembering the file they came from for error messages."""
-
-    path: Path
-
-
 def _label_names(meta):
+    """``(names, path)`` of the run's Y.txt, or ``(None, None)`` without one."""
     from .data import read_label_names
     from .data.dataset import find_file
 
     path = find_file(Path(meta["data"]), "Y.txt", required=False) if Path(meta["data"]).is_dir() else None
     if path is None:
-        return None
-    names = _Names(read_label_names(path))
-    names.path = path
+        return None, None
+    names = read_label_names(path)
     expected = meta["model_config"].get("num_labels")
     if isinstance(expected, int) and len(names) != expected:
         raise ValueError(f"{path} has {len(names)} label names but the model has {expected} labels")
-    return names
+    return names, path
 
 
 def _read_input(name):
@@ -214,7 +208,10 @@ def _read_input(name):
     except UnicodeDecodeError as err:
         line = content.count(b"\n", 0, err.start) + 1
         raise ValueError(f"{where}: line {line}: not UTF-8 text") from None
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")[: -1 if text.endswith("\n") else None]]
+    lines = text.split("\n")
+    if lines[-1] == "":  # the final line break ends the last text, it does not start one
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _device_flag(name):

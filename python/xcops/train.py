@@ -109,14 +109,14 @@ _FIELD_RULES = {
     "data": (str, None), "out": (str, None), "model": (str, None), "model_args": (dict, None),
     "dim": (int, 1), "epochs": (int, 1), "batch_size": (int, 1), "lr": (float, 0.0),
     "random_negatives": (int, 0), "max_len": (int, 1), "min_count": (int, 1),
-    "max_vocab": (Optional[int], 2), "fused": (bool, None), "device": (str, None),
+    "max_vocab": ("optional int", 2), "fused": (bool, None), "device": (str, None),
     "seed": (int, 0), "eval_batch_size": (int, 1), "top_k": (int, 1),
     "propensity_a": (float, None), "propensity_b": (float, None), "synthetic": (dict, None),
 }
 
 
 def _check_field(key: str, value, kind, low) -> None:
-    if kind is Optional[int]:
+    if kind == "optional int":
         if value is None:
             return
         kind = int

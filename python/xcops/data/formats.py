@@ -172,7 +172,7 @@ def write_bow(path: PathLike, X: sp.spmatrix | sp.sparray, Y: sp.spmatrix | sp.s
 
 _SPACE = re.compile(rb"[ \t\r]+")
 _INDEX = re.compile(rb"[0-9]+")
-_VALUE = re.compile(rb"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PAIR = re.compile(rb"([0-9]+):([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _LABELS = re.compile(rb"[0-9]+(?:,[0-9]+)*")
 _MAX_INDEX = 2**63 - 1
 
@@ -197,23 +197,24 @@ def _reference_header(lines: list[bytes], count: int, path: str) -> list[int]:
     return [int(t) for t in tokens]
 
 
-def _reference_value(token: bytes, path: str, lineno: int) -> float:
-    if not _VALUE.fullmatch(token):
-        raise ValueError(f"{path}: line {lineno}: bad value {token!r}")
-    with np.errstate(over="ignore"):
-        value = np.float32(float(token))
-    if np.isinf(value):
-        raise ValueError(f"{path}: line {lineno}: value {token!r} is out of float32 range")
-    return value
-
-
 def _reference_pairs(tokens, limit: int, path: str, lineno: int, indices: list, data: list) -> None:
     for token in tokens:
-        col, colon, val = token.partition(b":")
-        if not colon or not _INDEX.fullmatch(col) or int(col) >= limit:
+        match = _PAIR.fullmatch(token)
+        if match is None or int(match[1]) >= limit:
             raise ValueError(f"{path}: line {lineno}: bad pair {token!r}")
-        indices.append(int(col))
-        data.append(_reference_value(val, path, lineno))
+        indices.append(int(match[1]))
+        data.append(float(match[2]))
+
+
+def _reference_values(data: list, indptr: list, path: str) -> np.ndarray:
+    """float32 values, rounded from the nearest doubles; out of float32 range is an error."""
+    with np.errstate(over="ignore"):
+        values = np.array(data, dtype=np.float64).astype(np.float32)
+    bad = np.flatnonzero(np.isinf(values))
+    if bad.size:
+        row = int(np.searchsorted(np.asarray(indptr), bad[0], side="right")) - 1
+        raise ValueError(f"{path}: line {row + 2}: value {data[bad[0]]!r} is out of float32 range")
+    return values
 
 
 def _reference_rows(lines: list[bytes], num_rows: int, path: str) -> None:
@@ -233,7 +234,7 @@ def _parse_sparse_python(content: bytes | str, path: str = "<memory>"):
     return (
         np.array(indptr, dtype=np.int64),
         np.array(indices, dtype=np.int64),
-        np.array(data, dtype=np.float32),
+        _reference_values(data, indptr, path),
         num_rows,
         num_cols,
     )
@@ -258,5 +259,5 @@ def _parse_bow_python(content: bytes | str, path: str = "<memory>"):
         _reference_pairs(tokens, num_features, path, lineno, x_idx, x_val)
         x_ptr.append(len(x_idx))
     ints = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
-    return (ints(x_ptr), ints(x_idx), np.array(x_val, dtype=np.float32), ints(y_ptr), ints(y_idx),
+    return (ints(x_ptr), ints(x_idx), _reference_values(x_val, x_ptr, path), ints(y_ptr), ints(y_idx),
             num_rows, num_features, num_labels)
