@@ -35,7 +35,7 @@ def test_meta_fakes_reject_mismatched_d_and_dtype(name, call):
     query = torch.empty(3, 8, device="meta")
     with pytest.raises(RuntimeError, match="query has d = 8 but"):
         call(query, torch.empty(10, 5, device="meta"))
-    with pytest.raises(RuntimeError, match="has dtype torch.float64 but query has dtype torch.float32"):
+    with pytest.raises(RuntimeError, match="has dtype Double but query has dtype Float"):
         call(query, torch.empty(10, 8, device="meta", dtype=torch.float64))
 
 

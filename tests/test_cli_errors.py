@@ -189,3 +189,17 @@ def test_a_reused_run_directory_describes_only_the_new_run(trained, tmp_path):
     save_run(cfg, model, tokenizer, {}, Path(meta["data"]))
     assert (run / "vocab.json").exists() and not (run / "tokenizer").exists()
     assert load_run(run)[2]["tokenizer"] == "vocab.json"
+
+
+def test_cluster_flags(tmp_path, capsys):
+    import numpy as np
+
+    points = tmp_path / "x.npy"
+    np.save(points, np.random.default_rng(0).standard_normal((16, 3)))
+    code, err = _fails(["cluster", str(points), "--num-clusters", "2", "--device", "banana"], capsys)
+    assert code == 2 and "--device: 'banana' is not a device" in err
+    code, err = _fails(["cluster", str(points), "--num-clusters", "0"], capsys)
+    assert code == 2 and "argument --num-clusters: must be an integer >= 1" in err
+    code, err = _fails(["cluster", str(points), "--num-clusters", "32", "--output", str(tmp_path / "c.npz")], capsys)
+    assert code == 1 and err == "xcops cluster: xcops.balanced_kmeans: num_clusters must be <= the number of points N = 16, got 32"
+    assert not (tmp_path / "c.npz").exists()

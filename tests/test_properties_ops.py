@@ -173,12 +173,13 @@ def _outcome(call):
     try:
         out = call()
     except (RuntimeError, ValueError, TypeError) as err:
-        return type(err)
+        return type(err), str(err)
     outs = out if isinstance(out, tuple) else (out,)
     return [(tuple(t.shape), t.dtype) for t in outs]
 
 
-# Layout rules a fake can check (the others depend on values only the real data has).
+# Layout rules a fake can check (the others depend on values only the real data has); the
+# fake must raise the same error, message included.
 LAYOUT_RULES = ["weight not contiguous", "dtype mismatch", "d mismatch", "indptr too short",
                 "bias wrong length", "k zero", "k float", "k too large", "3-D query"]
 

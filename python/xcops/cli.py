@@ -228,9 +228,7 @@ def cmd_cluster(args) -> None:
 
     from .ops.clustering import balanced_kmeans
 
-    x = torch.from_numpy(np.load(args.input)).float()
-    if args.device:
-        x = x.to(args.device)
+    x = torch.from_numpy(np.load(args.input)).float().to(_device_flag(args.device))
     start = time.perf_counter()
     assign, centroids = balanced_kmeans(x, num_clusters=args.num_clusters, leaf_size=args.leaf_size,
                                         iters=args.iters, seed=args.seed)
@@ -335,6 +333,9 @@ def main(argv=None) -> None:
     except Exception as err:
         if args.debug:
             raise
+        if isinstance(err, RuntimeError) and str(err).startswith("xcops."):  # an op's input check
+            print(f"xcops {args.command}: {_one_line(err)}", file=sys.stderr)
+            raise SystemExit(1) from None
         print(f"xcops {args.command}: unexpected {type(err).__name__}: {_one_line(err)} "
               "(run with --debug for the traceback)", file=sys.stderr)
         raise SystemExit(1) from None

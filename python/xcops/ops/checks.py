@@ -27,6 +27,16 @@ def fail(op: str, message: str):
     raise RuntimeError(f"{op}: {message}")
 
 
+# How c10 prints a ScalarType, so a fake's message reads exactly like the kernel's.
+_SCALAR_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.bfloat16: "BFloat16",
+                      torch.float16: "Half", torch.int32: "Int", torch.int64: "Long", torch.bool: "Bool",
+                      torch.int8: "Char", torch.uint8: "Byte", torch.int16: "Short"}
+
+
+def dtype_str(dtype: torch.dtype) -> str:
+    return _SCALAR_TYPE_NAMES.get(dtype, str(dtype))
+
+
 def shape_str(t: torch.Tensor) -> str:
     return str(list(t.shape))
 
@@ -38,7 +48,7 @@ def float_tensor(op: str, name: str, t: torch.Tensor, dim: int) -> None:
     if t.dim() != dim:
         fail(op, f"{name} must be {dim}-D, got shape {shape_str(t)}")
     if t.dtype not in FLOAT_DTYPES:
-        fail(op, f"{name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
+        fail(op, f"{name} must be float32, float64, bfloat16 or float16, got {dtype_str(t.dtype)}")
     if not t.is_contiguous():
         fail(op, f"{name} must be contiguous (call .contiguous()), got strides {list(t.stride())}")
 
@@ -61,7 +71,7 @@ def index_tensor(op: str, name: str, t: torch.Tensor) -> None:
     if t.dim() != 1:
         fail(op, f"{name} must be 1-D, got shape {shape_str(t)}")
     if t.dtype not in INDEX_DTYPES:
-        fail(op, f"{name} must be int32 or int64, got {t.dtype}")
+        fail(op, f"{name} must be int32 or int64, got {dtype_str(t.dtype)}")
     if not t.is_contiguous():
         fail(op, f"{name} must be contiguous")
 
@@ -73,7 +83,7 @@ def same_device(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.T
 
 def same_dtype(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if t.dtype != ref.dtype:
-        fail(op, f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
+        fail(op, f"{name} has dtype {dtype_str(t.dtype)} but {ref_name} has dtype {dtype_str(ref.dtype)}")
 
 
 def csr_layout(op: str, name: str, indptr: torch.Tensor, indices: torch.Tensor, rows: int,
@@ -89,19 +99,22 @@ def csr_layout(op: str, name: str, indptr: torch.Tensor, indices: torch.Tensor, 
                   f"got {indptr.numel()}")
 
 
-def query_and_labels(op: str, labels_name: str, query: torch.Tensor, labels: torch.Tensor) -> None:
+def query_and_labels(op: str, labels_name: str, query: torch.Tensor, labels: torch.Tensor,
+                     shapes: bool = False) -> None:
+    """Two float matrices of one dtype, device and width d; ``shapes`` adds both shapes to
+    the message (as the shortlist kernels do)."""
     float_tensor(op, "query", query, 2)
     float_tensor(op, labels_name, labels, 2)
     same_dtype(op, labels_name, labels, "query", query)
     same_device(op, labels_name, labels, "query", query)
     if labels.shape[1] != query.shape[1]:
-        fail(op, f"query has d = {query.shape[1]} but {labels_name} has d = {labels.shape[1]} "
-                  f"(query is {shape_str(query)}, {labels_name} is {shape_str(labels)})")
+        detail = f" (query is {shape_str(query)}, {labels_name} is {shape_str(labels)})" if shapes else ""
+        fail(op, f"query has d = {query.shape[1]} but {labels_name} has d = {labels.shape[1]}{detail}")
 
 
 def score_args(op: str, query, weight, indptr, indices, bias: Optional[torch.Tensor]) -> None:
     """The checks of shortlist_score and shortlist_topk (check_score_args)."""
-    query_and_labels(op, "weight", query, weight)
+    query_and_labels(op, "weight", query, weight, shapes=True)
     if bias is not None:
         float_tensor(op, "bias", bias, 1)
         same_dtype(op, "bias", bias, "query", query)
@@ -151,9 +164,17 @@ def balanced_kmeans_args(op: str, x: torch.Tensor, num_clusters: int, iters: int
         fail(op, f"iters must be >= 1, got {iters}")
 
 
+def k_within_labels(op: str, k, labels: int) -> int:
+    """dense_topk's ``k``: a valid k (:func:`topk_k`) of at most L = ``labels``."""
+    k = topk_k(op, k)
+    if k > labels:
+        fail(op, f"k = {k} exceeds the number of labels L = {labels} (weight.size(0))")
+    return k
+
+
 def dense_topk_args(op: str, query, weight, k: int, exclude_indptr, exclude_indices) -> None:
     query_and_labels(op, "weight", query, weight)
-    topk_k(op, k, weight.shape[0], "the number of labels L")
+    k_within_labels(op, k, weight.shape[0])
     if (exclude_indptr is None) != (exclude_indices is None):
         fail(op, "pass both exclude_indptr and exclude_indices, or neither")
     if exclude_indptr is not None:

@@ -57,7 +57,7 @@ def dense_topk(
     op = "xcops.dense_topk"
     checks.dense_matrix(op, "query", query)
     checks.dense_matrix(op, "weight", weight)
-    k = checks.topk_k(op, k, weight.shape[0], "the number of labels L")
+    k = checks.k_within_labels(op, k, weight.shape[0])
     (query,) = match_weight_dtype(weight, query)
     indptr, indices = _exclusion_csr(exclude, query.shape[0], "exclude")
     return _ops.dense_topk(query.detach().contiguous(), weight.detach(), k, indptr, indices)
