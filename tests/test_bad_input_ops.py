@@ -150,14 +150,15 @@ def test_sparse_x_in_balanced_kmeans():
 def test_balanced_kmeans_normalises_tiny_rows(rng, dtype):
     x = torch.randn(129, 5, generator=rng, dtype=dtype)
     # Rows of norm < 1e-12 (and, in float32, with squares below the smallest normal float)
-    # point the same way as their scaled-up twins, so they must cluster the same.
-    tiny = x * (1e-20 if dtype == torch.float32 else 1e-200)
+    # point the same way as their scaled-up twins, so they must cluster the same. Powers of
+    # two scale exactly, so the results must be identical.
+    tiny = x * (2.0**-70 if dtype == torch.float32 else 2.0**-700)
     assign, centroids = balanced_kmeans(x, num_clusters=8, seed=3)
     assign_tiny, centroids_tiny = balanced_kmeans(tiny, num_clusters=8, seed=3)
     assert torch.equal(assign, assign_tiny)
     torch.testing.assert_close(centroids, centroids_tiny)
     mixed = x.clone()
-    mixed[::2] *= 1e-15
+    mixed[::2] *= 2.0**-50
     assert torch.equal(balanced_kmeans(mixed, num_clusters=8, seed=3)[0], assign)
 
 
