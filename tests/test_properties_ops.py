@@ -109,6 +109,19 @@ def test_shortlist_ops_match_reference(p):
     q, w, s, b = p["query"], p["weight"], p["shortlist"], p["bias"]
     got = xcops.shortlist_score(q, w, s, b)
     torch.testing.assert_close(got, reference.shortlist_score(q, w, s, b), **TOL[q.dtype])
+    # The backward ops (query and weight/bias gradients, dense and sparse) match autograd
+    # through the reference.
+    upstream = torch.randn(got.shape, dtype=got.dtype, generator=torch.Generator().manual_seed(1))
+    inputs = [t.detach().clone().requires_grad_() for t in (q, w) + ((b,) if b is not None else ())]
+    sparse = bool(s[1].numel() % 2) if isinstance(s, tuple) else bool(got.numel() % 2)
+    grads = torch.autograd.grad(xcops.shortlist_score(*inputs[:2], s, *inputs[2:], sparse_grad=sparse),
+                                inputs, upstream, allow_unused=True)
+    want = torch.autograd.grad(reference.shortlist_score(*inputs[:2], s, *inputs[2:]), inputs, upstream,
+                               allow_unused=True)
+    for g, wg in zip(grads, want):
+        g = g.to_dense() if g is not None and g.is_sparse else g
+        wg = torch.zeros_like(g) if wg is None and g is not None else wg
+        torch.testing.assert_close(g, wg, **TOL[q.dtype])
     width = s.shape[1] if isinstance(s, torch.Tensor) else s[1].numel()
     k = min(p["k"] + 2, max(w.shape[0], width))  # past L or past K is allowed: empty slots
     _same_topk(xcops.shortlist_topk(q, w, s, k, b), reference.shortlist_topk(q, w, s, k, b), q.dtype,

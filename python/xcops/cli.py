@@ -58,7 +58,9 @@ def _load_config_file(path: str) -> dict:
         else:
             values = json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
-        problem = " ".join(str(err).split())
+        mark = getattr(err, "problem_mark", None)  # YAML: where it broke, and what broke
+        problem = (f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}" if mark is not None
+                   else " ".join(str(err).split()))
         raise UsageError(f"--config {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} "
                          f"({problem})") from None
     if not isinstance(values, dict):
