@@ -167,3 +167,16 @@ def test_balanced_kmeans_zero_rows_stay_zero():
     x[3] = 0
     assign, centroids = balanced_kmeans(x, num_clusters=2, seed=0)
     assert torch.isfinite(centroids).all() and assign.shape == (16,)
+
+
+@pytest.mark.parametrize("name,call", RAW_CALLS, ids=[c[0] for c in RAW_CALLS])
+def test_fake_tensor_mode_rejects_what_the_kernels_reject(name, call):
+    # What torch.compile traces with: FakeTensors on the CPU device, no data.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        query = torch.empty(3, 8)
+        with pytest.raises(RuntimeError, match="query has d = 8 but"):
+            call(query, torch.empty(10, 5))
+        with pytest.raises(RuntimeError, match="must be contiguous"):
+            call(query, torch.empty(8, 10).t())
