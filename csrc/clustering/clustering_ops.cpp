@@ -11,6 +11,8 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/repeat_interleave.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
@@ -38,21 +40,19 @@ Tensor unit_rows(const Tensor& t) {
 }
 
 // x as unit rows in the accumulation precision (float64 stays float64; zero rows stay zero),
-// checking on the way that x is finite: a NaN or Inf makes its row's norm NaN or Inf.
+// checking on the way that x is finite. Each row is first divided by its largest magnitude:
+// the squares of a row of tiny values (norm < 1e-12, or subnormal) would underflow and those
+// of huge ones overflow, and either would make the clusters depend on the scale of x.
 Tensor checked_unit_rows(const char* op, const Tensor& x) {
-  Tensor xw = x.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  Tensor norms = at::linalg_vector_norm(xw, 2, {1}, /*keepdim=*/true, std::nullopt);
-  if (!at::isfinite(norms).all().item<bool>()) {
-    const Tensor finite_rows = at::isfinite(x).all(1);
-    if (!finite_rows.all().item<bool>()) {
-      const int64_t row = finite_rows.logical_not().nonzero()[0][0].item<int64_t>();
-      TORCH_CHECK(false, op, ": x must be finite, but row ", row, " contains NaN or Inf");
-    }
-    // Finite rows whose squared norm overflows: scale them down first.
-    xw = xw / xw.abs().amax(1, /*keepdim=*/true).clamp_min(1e-30);
-    return unit_rows(xw);
+  const Tensor xw = x.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const Tensor peak = xw.abs().amax(1, /*keepdim=*/true);  // NaN and Inf propagate
+  if (!at::isfinite(peak).all().item<bool>()) {
+    const int64_t row = at::isfinite(peak).logical_not().nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": x must be finite, but row ", row, " contains NaN or Inf");
   }
-  return xw / norms.clamp_min(1e-12);
+  const Tensor scaled = xw / at::where(peak > 0, peak, at::ones_like(peak));
+  const Tensor norms = at::linalg_vector_norm(scaled, 2, {1}, /*keepdim=*/true, std::nullopt);
+  return scaled / at::where(norms > 0, norms, at::ones_like(norms));
 }
 
 #ifdef XCOPS_WITH_CUDA

@@ -81,14 +81,16 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
                                           const std::optional<Tensor>& exclude_indices) {
   const int64_t rows = query.size(0), labels = weight.size(0);
   const at::ScalarType acc = score_dtype(query.scalar_type());
+  if (exclude_indptr) {  // checked even for an empty batch: a bad CSR is an error at any size
+    check_csr_layout(exclude_spec, *exclude_indptr, *exclude_indices, rows, query);
+    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels);
+  }
   if (rows == 0) {
     return {at::empty({0, k}, query.options()), at::empty({0, k}, query.options().dtype(at::kLong))};
   }
 
   std::optional<Exclusions> exclusions;
   if (exclude_indptr) {
-    check_csr_layout(exclude_spec, *exclude_indptr, *exclude_indices, rows, query);
-    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels);
     const Tensor lengths = (exclude_indptr->slice(0, 1) - exclude_indptr->slice(0, 0, rows)).to(at::kLong);
     exclusions = Exclusions{
         at::repeat_interleave(lengths),
