@@ -16,12 +16,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
 from .metrics import evaluate, inv_propensity
 from .models import get_model
+from .progress import progress_bar
 
 
 @dataclass
@@ -159,7 +159,7 @@ def compare_training_speed(cfg: TrainConfig, steps: int = 20, progress: bool = T
         generator = torch.Generator().manual_seed(cfg.seed)
         name = "fused" if fused else "reference"
         elapsed = 0.0
-        for step, batch in enumerate(tqdm(batches, desc=f"speed ({name})", disable=not progress)):
+        for step, batch in enumerate(progress_bar(batches, desc=f"speed ({name})", disable=not progress)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
