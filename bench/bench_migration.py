@@ -68,13 +68,16 @@ def build(case: str, shape):
         optimizer = lambda: (torch.optim.SparseAdam if head.sparse else torch.optim.Adam)(  # noqa: E731
             head.parameters(), lr=1e-3)
 
-    if kind == "train":
+    if kind in ("train", "backward"):
         opt = optimizer()
 
         def fn():
-            opt.zero_grad(set_to_none=True)
             nn.functional.binary_cross_entropy_with_logits(head(query, shortlist), targets).backward()
-            opt.step()
+            if kind == "train":
+                opt.step()
+            # Freed here, so that the gradients count as memory of the step, not as memory
+            # live between steps.
+            opt.zero_grad(set_to_none=True)
         return fn, 10
     if kind == "score":
         return torch.no_grad()(lambda: head(query, shortlist)), 20
@@ -90,6 +93,9 @@ def build(case: str, shape):
 
 
 CASES = [  # (case, what the row shows)
+    ("backward:dense", "loss + backward: weight[shortlist] + bmm, dense grad"),
+    ("backward:sparse", "loss + backward: embedding(sparse=True) + bmm"),
+    ("backward:xcops", "loss + backward: ShortlistLinear"),
     ("train:dense", "train step: weight[shortlist] + bmm, dense grad, Adam"),
     ("train:sparse", "train step: embedding(sparse=True) + bmm, SparseAdam"),
     ("train:xcops", "train step: ShortlistLinear, SparseAdam"),
@@ -136,9 +142,13 @@ def _machine() -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine a parallel region stalls "
+                             "whenever one of its threads is descheduled)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # child process: one case, JSON on stdout
     args = parser.parse_args(argv)
     shape = SHAPES["smoke" if args.smoke else "default"]
+    torch.set_num_threads(args.threads)
     if args.run:
         print(json.dumps(run_case(args.run, shape)))
         return
@@ -147,7 +157,8 @@ def main(argv=None):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     rows, before = [], {}
     for case, title in CASES:
-        command = [sys.executable, os.path.abspath(__file__), "--run", case] + (["--smoke"] if args.smoke else [])
+        command = [sys.executable, os.path.abspath(__file__), "--run", case, "--threads", str(args.threads)]
+        command += ["--smoke"] if args.smoke else []
         result = json.loads(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
         kind = case.split(":")[0]
         first = before.setdefault(kind, result["ms"])
