@@ -27,12 +27,14 @@ def dense_topk(
     weight: torch.Tensor,
     k: int,
     exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` labels with the highest inner product ``<query[b], weight[l]>``, best first.
+    """The ``k`` labels with the highest score ``<query[b], weight[l]> + bias[l]``, best first.
 
     Exact: scores accumulate in float32 (float64 for float64 inputs). The ``[B, L]`` score
     matrix is never built: labels are scored in chunks whose ``[B, chunk]`` scores take at
-    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result.
+    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result. The
+    ``weight`` is read in place, never copied or extended by a bias column.
 
     Args:
         query: ``[B, d]`` float tensor.
@@ -40,6 +42,7 @@ def dense_topk(
         k: ``1 <= k <= L``.
         exclude: optional CSR tuple ``(indptr [B + 1], indices)`` of label ids that must not be
             returned for each row (e.g. the known positives when mining negatives).
+        bias: optional ``[L]`` per-label bias, same dtype and device as ``weight``.
 
     Returns:
         ``(values [B, k]`` in the query dtype, ``indices [B, k]`` int64). Where fewer than
@@ -53,10 +56,11 @@ def dense_topk(
         >>> labels.shape
         torch.Size([4, 5])
     """
-    (query,) = match_weight_dtype(weight, query)
+    query, bias = match_weight_dtype(weight, query, bias)
     batch = query.shape[0] if query.dim() == 2 else -1
     indptr, indices = _exclusion_csr(exclude, batch, "exclude")
-    return _ops.dense_topk(query.detach().contiguous(), weight.detach(), int(k), indptr, indices)
+    bias = None if bias is None else bias.detach()
+    return _ops.dense_topk(query.detach().contiguous(), weight.detach(), int(k), indptr, indices, bias)
 
 
 def hard_negatives(
@@ -98,7 +102,7 @@ def hard_negatives(
 
 
 @torch.library.register_fake("xcops::dense_topk")
-def _dense_topk_fake(query, weight, k, exclude_indptr=None, exclude_indices=None):
+def _dense_topk_fake(query, weight, k, exclude_indptr=None, exclude_indices=None, bias=None):
     rows = query.shape[0]
     return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)
 
