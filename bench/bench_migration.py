@@ -71,6 +71,7 @@ def build(case: str, shape):
 
     if kind in ("train", "backward"):
         opt = optimizer()
+        query.requires_grad_()  # as when it comes from an encoder being trained
 
         def fn():
             nn.functional.binary_cross_entropy_with_logits(head(query, shortlist), targets).backward()
@@ -79,6 +80,7 @@ def build(case: str, shape):
             # Freed here, so that the gradients count as memory of the step, not as memory
             # live between steps.
             opt.zero_grad(set_to_none=True)
+            query.grad = None
         return fn, 10
     if kind == "score":
         return torch.no_grad()(lambda: head(query, shortlist)), 20
