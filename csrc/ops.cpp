@@ -33,13 +33,13 @@ TORCH_LIBRARY(xcops, m) {
   // the dtype of x).
   m.def("balanced_kmeans(Tensor x, int num_clusters, int iters, int seed) -> (Tensor, Tensor)");
 
-  // Exact maximum-inner-product top-k over all L labels, streamed over label chunks. The
-  // optional CSR (exclude_indptr [B + 1], exclude_indices) lists ids never to return for a
-  // row. Returns (values [B, k] in the query dtype, label ids [B, k] int64); slots with no
-  // candidate left hold -inf and -1.
+  // Exact top-k of query @ weight.T (+ bias [L]) over all L labels, streamed over label
+  // chunks. The optional CSR (exclude_indptr [B + 1], exclude_indices) lists ids never to
+  // return for a row. Returns (values [B, k] in the query dtype, label ids [B, k] int64);
+  // slots with no candidate left hold -inf and -1.
   m.def(
       "dense_topk(Tensor query, Tensor weight, int k, Tensor? exclude_indptr=None, "
-      "Tensor? exclude_indices=None) -> (Tensor, Tensor)");
+      "Tensor? exclude_indices=None, Tensor? bias=None) -> (Tensor, Tensor)");
   // The k highest-scoring columns of labels [P, d] per query row that are not among the row's
   // positives (CSR over [0, P)); k may exceed P, the extra slots are empty (-inf, -1). The
   // scores are not differentiable here: xcops.hard_negatives re-scores the ids with

@@ -19,7 +19,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import METADATA, WEIGHTS, load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
@@ -28,6 +27,7 @@ from .metrics import evaluate, inv_propensity
 from .models import MODELS, get_model
 from .models.ngame import NGAMEOptions
 from .models.syncxml import SyncXMLOptions
+from .progress import progress_bar
 
 
 class ConfigError(ValueError):
@@ -297,7 +297,7 @@ def compare_training_speed(cfg: TrainConfig, steps: int = 20, progress: bool = T
         generator = torch.Generator().manual_seed(cfg.seed)
         name = "fused" if fused else "reference"
         elapsed = 0.0
-        for step, batch in enumerate(tqdm(batches, desc=f"speed ({name})", disable=not progress)):
+        for step, batch in enumerate(progress_bar(batches, desc=f"speed ({name})", disable=not progress)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

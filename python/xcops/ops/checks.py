@@ -112,15 +112,21 @@ def query_and_labels(op: str, labels_name: str, query: torch.Tensor, labels: tor
         fail(op, f"query has d = {query.shape[1]} but {labels_name} has d = {labels.shape[1]}{detail}")
 
 
+def label_bias(op: str, bias: Optional[torch.Tensor], query, weight) -> None:
+    """An optional bias [L] in the query's dtype and on its device."""
+    if bias is None:
+        return
+    float_tensor(op, "bias", bias, 1)
+    same_dtype(op, "bias", bias, "query", query)
+    same_device(op, "bias", bias, "query", query)
+    if bias.numel() != weight.shape[0]:
+        fail(op, f"bias must have L = {weight.shape[0]} entries (weight.size(0)), got {bias.numel()}")
+
+
 def score_args(op: str, query, weight, indptr, indices, bias: Optional[torch.Tensor]) -> None:
     """The checks of shortlist_score and shortlist_topk (check_score_args)."""
     query_and_labels(op, "weight", query, weight, shapes=True)
-    if bias is not None:
-        float_tensor(op, "bias", bias, 1)
-        same_dtype(op, "bias", bias, "query", query)
-        same_device(op, "bias", bias, "query", query)
-        if bias.numel() != weight.shape[0]:
-            fail(op, f"bias must have L = {weight.shape[0]} entries (weight.size(0)), got {bias.numel()}")
+    label_bias(op, bias, query, weight)
     csr_layout(op, "shortlist", indptr, indices, query.shape[0], query)
 
 
@@ -172,9 +178,11 @@ def k_within_labels(op: str, k, labels: int) -> int:
     return k
 
 
-def dense_topk_args(op: str, query, weight, k: int, exclude_indptr, exclude_indices) -> None:
+def dense_topk_args(op: str, query, weight, k: int, exclude_indptr, exclude_indices,
+                    bias: Optional[torch.Tensor] = None) -> None:
     query_and_labels(op, "weight", query, weight)
     k_within_labels(op, k, weight.shape[0])
+    label_bias(op, bias, query, weight)
     if (exclude_indptr is None) != (exclude_indices is None):
         fail(op, "pass both exclude_indptr and exclude_indices, or neither")
     if exclude_indptr is not None:
