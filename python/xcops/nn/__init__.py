@@ -1,0 +1,1 @@
+from .sharded import ShardedShortlistLinear
