@@ -81,6 +81,10 @@ def cmd_train(args) -> None:
     from .train import train
 
     cfg = _train_config(args)
+    if args.nproc != 1:  # torchrun starts --nproc copies of this command; see xcops.train_distributed
+        from .distributed.launch import relaunch
+
+        raise SystemExit(relaunch(args.nproc, args.argv, cfg.model))
     metrics = train(cfg, progress=not args.quiet)
     print(_summary(f"{cfg.model} on {cfg.data}, run saved to {cfg.out}", metrics))
 
@@ -184,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model, evaluate it on the test split and save the run")
     _add_train_flags(p)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes (torchrun): the label head sharded, the rest in DDP; gloo on CPU, NCCL on GPU")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="train the default model on the synthetic set, then time a training "
@@ -234,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:  # bad options or data: a message, not a traceback

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
+from .distributed.launch import launched_world_size
 from .metrics import evaluate, inv_propensity
 from .models import get_model
 
@@ -90,6 +91,10 @@ def load_splits(cfg: TrainConfig, data_dir: Path, tokenizer=None):
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Trains ``cfg.model``, evaluates it on the test split, saves the run; returns the metrics."""
+    if launched_world_size() > 1:  # one of the processes of `xcops train --nproc N`
+        from .train_distributed import train_distributed
+
+        return train_distributed(cfg, progress)
     set_seeds(cfg.seed)
     device = resolve_device(cfg.device)
     data_dir = resolve_data(cfg)
