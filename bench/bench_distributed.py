@@ -92,7 +92,8 @@ def main() -> None:
 
     print(f"L={args.labels} d={args.dim} float32, B={args.batch} per rank, K={args.shortlist}, "
           f"{args.steps} steps, {args.threads} thread(s) per process\n")
-    print("| processes | step ms (slowest rank, median) | bytes sent per rank per step | formula | measured / formula |")
+    print("| processes | step ms (slowest rank, median) | bytes sent per rank per step | formula "
+          "| measured / formula |")
     print("|---|---|---|---|---|")
     for world in args.procs:
         with tempfile.TemporaryDirectory() as tmp:

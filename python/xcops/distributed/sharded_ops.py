@@ -148,6 +148,9 @@ def _score(query, weight_shard, shortlist, partition, bias_shard, sparse_grad, g
     try:
         query, bias_shard = _prepare(query, weight_shard, bias_shard, partition, rank, world, what)
         indptr, indices, padded_shape = as_csr(shortlist, query.shape[0])
+        if indices.device != query.device:
+            # The ids travel in collectives, which NCCL runs on the GPU only.
+            raise ValueError(f"{what}: shortlist is on {indices.device} but query on {query.device}")
         check_ids(indices, partition.num_labels, f"{what}: shortlist")
         plan = plan_send(indptr, indices, partition, every_row=False)
         per_dest = torch.tensor([plan.rows_per_dest, plan.entries_per_dest], device=device).T
