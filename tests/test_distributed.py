@@ -308,7 +308,8 @@ def module_training_matches_single_process(rank, world, gen):
     encoder.load_state_dict(encoder_init.state_dict())
     head = ShardedShortlistLinear(labels, dim, dtype=dtype)
     head.load_state_dict(shard_state_dict(full, rank, world))
-    opts = [torch.optim.Adam(encoder.parameters(), lr=0.05), torch.optim.SparseAdam(head.parameters(), lr=0.05)]
+    assert head.dense_parameters() == []
+    opts = [torch.optim.Adam(encoder.parameters(), lr=0.05), torch.optim.SparseAdam(head.sparse_parameters(), lr=0.05)]
     for inputs, shortlists, targets in batches:
         total = sum(int((s >= 0).sum()) for s in shortlists)
         logits = head(encoder(inputs[rank]), shortlists[rank])

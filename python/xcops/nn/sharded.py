@@ -68,6 +68,14 @@ class ShardedShortlistLinear(nn.Module):
             query = torch.cat([query, torch.ones_like(query[:, :1])], 1)
         return sharded_dense_topk(query, weight.contiguous(), k, self.partition, group=self.group)
 
+    def sparse_parameters(self) -> list:
+        """The parameters whose gradients are sparse (for SparseAdam): all of them when
+        ``sparse_grad``, none otherwise (as ``ShortlistLinear``)."""
+        return list(self.parameters()) if self.sparse_grad else []
+
+    def dense_parameters(self) -> list:
+        return [] if self.sparse_grad else list(self.parameters())
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         stored = state_dict.get(prefix + "label_range")
         if stored is not None and not torch.equal(stored.cpu(), self.label_range.cpu()):
