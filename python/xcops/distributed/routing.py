@@ -75,11 +75,11 @@ def plan_send(indptr: torch.Tensor, indices: torch.Tensor, partition: LabelParti
         pairs = counts.flatten().nonzero().flatten()
         pair_owner, pair_rows, pair_counts = pairs // max(batch, 1), pairs % max(batch, 1), counts.flatten()[pairs]
     local_ids = ids - partition.starts(device)[owner]
-    return SendPlan(
-        positions=positions, pair_rows=pair_rows, pair_counts=pair_counts, local_ids=local_ids,
-        rows_per_dest=torch.bincount(pair_owner, minlength=world).tolist(),
-        entries_per_dest=torch.bincount(owner, minlength=world).tolist(),
-    )
+    # One device-to-host copy for both count vectors.
+    rows_per_dest, entries_per_dest = torch.stack(
+        [torch.bincount(pair_owner, minlength=world), torch.bincount(owner, minlength=world)]).tolist()
+    return SendPlan(positions=positions, pair_rows=pair_rows, pair_counts=pair_counts, local_ids=local_ids,
+                    rows_per_dest=rows_per_dest, entries_per_dest=entries_per_dest)
 
 
 def wire_dtype(partition: LabelPartition) -> torch.dtype:
