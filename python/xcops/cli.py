@@ -113,6 +113,13 @@ def cmd_train(args) -> None:
     from .train import train
 
     cfg = _train_config(args)
+    if args.nproc != 1:  # torchrun starts --nproc copies of this command; see xcops.train_distributed
+        from .distributed.launch import SHARDABLE_MODELS, relaunch
+
+        cfg.validate()  # once here, not N times after the processes have started
+        if cfg.model not in SHARDABLE_MODELS:
+            raise UsageError(f"--nproc: trains the models {list(SHARDABLE_MODELS)}, not {cfg.model!r}")
+        raise SystemExit(relaunch(args.nproc, args.argv, cfg.model))
     metrics = train(cfg, progress=not args.quiet)
     print(_summary(f"{cfg.model} on {cfg.data}, run saved to {cfg.out}", metrics))
 
@@ -260,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[debug], help="train a model, evaluate it on the test split and save the run")
     _add_train_flags(p)
+    p.add_argument("--nproc", type=_positive_int, default=1,
+                   help="processes (torchrun): the label head sharded, the rest in DDP; gloo on CPU, NCCL on GPU")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", parents=[debug], help="train the default model on the synthetic set, then time a training "
@@ -320,6 +329,7 @@ def main(argv=None) -> None:
     from .train import ConfigError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except (UsageError, ConfigError) as err:

@@ -23,6 +23,7 @@ import torch
 from .checkpoint import METADATA, WEIGHTS, load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
 from .data.synthetic import make_synthetic
+from .distributed.launch import launched_world_size
 from .metrics import evaluate, inv_propensity
 from .models import MODELS, get_model
 from .models.ngame import NGAMEOptions
@@ -187,6 +188,10 @@ def load_splits(cfg: TrainConfig, data_dir: Path, tokenizer=None):
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Trains ``cfg.model``, evaluates it on the test split, saves the run; returns the metrics."""
     cfg.validate()
+    if launched_world_size() > 1:  # one of the processes of `xcops train --nproc N`
+        from .train_distributed import train_distributed
+
+        return train_distributed(cfg, progress)
     set_seeds(cfg.seed)
     device = resolve_device(cfg.device)
     data_dir = resolve_data(cfg)
