@@ -49,9 +49,12 @@ def test_saved_run_reloads_as_single_process_model(runs):
     assert again["P@1"] == pytest.approx(two["P@1"])
 
 
-def test_nproc_rejects_unsupported_model_before_launching(tmp_path):
-    with pytest.raises(SystemExit, match=r"--nproc trains the models \['bow', 'syncxml'\], not 'ngame'"):
+def test_nproc_rejects_unsupported_model_before_launching(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--model", "ngame", "--out", str(tmp_path / "r"), "--nproc", "2", "--quiet"])
+    assert exit_info.value.code == 2  # a usage error
+    assert "--nproc: trains the models ['bow', 'syncxml'], not 'ngame'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_syncxml_trains_in_two_processes(tmp_path):

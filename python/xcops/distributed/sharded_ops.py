@@ -22,7 +22,7 @@ import torch
 from ..ops.autocast import match_weight_dtype
 from ..ops.csr import Shortlist, as_csr
 from ..ops.dense_topk import dense_topk
-from ..ops.shortlist import _scatter_rows
+from ..ops.shortlist import weight_gradients
 from . import comm
 from .partition import LabelPartition
 from .routing import Route, check_ids, exchange_ids, plan_send
@@ -92,15 +92,9 @@ class _ShardedShortlistScore(torch.autograd.Function):
         grad_recv = _ops.shortlist_score_backward_query(grad_local, weight, route.recv_indptr, route.recv_indices)
         grad_sent = comm.all_to_all(grad_recv, route.rows_per_src, plan.rows_per_dest, group, rank)
         grad_query = grad_sent.new_zeros(ctx.batch, grad_sent.shape[1]).index_add_(0, plan.pair_rows, grad_sent)
-        grad_weight = grad_bias = None
-        need_bias = ctx.has_bias and ctx.needs_input_grad[2]
-        if ctx.needs_input_grad[1] or need_bias:
-            labels, row_grads, bias_grads = _ops.shortlist_score_backward_weight(
-                grad_local, recv_query, route.recv_indptr, route.recv_indices)
-            if ctx.needs_input_grad[1]:
-                grad_weight = _scatter_rows(labels, row_grads, weight.shape, ctx.sparse_grad)
-            if need_bias:
-                grad_bias = _scatter_rows(labels, bias_grads, weight.shape[:1], ctx.sparse_grad)
+        grad_weight, grad_bias = weight_gradients(
+            grad_local, recv_query, route.recv_indptr, route.recv_indices, weight.shape[0],
+            ctx.sparse_grad, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
         return grad_query, grad_weight, grad_bias, None, None, None, None, None
 
 

@@ -149,28 +149,39 @@ def _sparse_rows(labels, values, shape):
     )
 
 
-def _backward(ctx, grad_scores):
-    query, weight, indptr, indices = ctx.saved_tensors
-    grad_scores = grad_scores.contiguous()
-    grad_query = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_query = _ops.shortlist_score_backward_query(grad_scores, weight, indptr, indices)
-    need_bias = ctx.has_bias and ctx.needs_input_grad[4]
-    if ctx.sparse_grad and (ctx.needs_input_grad[1] or need_bias):
+def weight_gradients(grad_scores, query, indptr, indices, num_labels: int, sparse: bool,
+                     need_weight: bool, need_bias: bool):
+    """``(grad_weight [L, d], grad_bias [L])`` of shortlist scores (None where not needed):
+    sparse COO rows of the touched labels, or dense tensors sized from shapes, so that a dense
+    CUDA training step needs no host sync."""
+    grad_weight = grad_bias = None
+    if not (need_weight or need_bias):
+        return grad_weight, grad_bias
+    if sparse:
         labels, row_grads, bias_grads = _ops.shortlist_score_backward_weight(
             grad_scores, query, indptr, indices
         )
-        if ctx.needs_input_grad[1]:
-            grad_weight = _sparse_rows(labels, row_grads, weight.shape)
+        if need_weight:
+            grad_weight = _sparse_rows(labels, row_grads, (num_labels, query.shape[1]))
         if need_bias:
-            grad_bias = _sparse_rows(labels, bias_grads, weight.shape[:1])
-    elif ctx.needs_input_grad[1] or need_bias:
-        # Dense: sizes come from shapes, so a CUDA training step needs no host sync.
-        grad_weight, grad_bias = _ops.shortlist_score_backward_weight_dense(
-            grad_scores, query, indptr, indices, weight.shape[0]
-        )
-        grad_weight = grad_weight if ctx.needs_input_grad[1] else None
-        grad_bias = grad_bias if need_bias else None
+            grad_bias = _sparse_rows(labels, bias_grads, (num_labels,))
+        return grad_weight, grad_bias
+    dense_weight, dense_bias = _ops.shortlist_score_backward_weight_dense(
+        grad_scores, query, indptr, indices, num_labels
+    )
+    return (dense_weight if need_weight else None), (dense_bias if need_bias else None)
+
+
+def _backward(ctx, grad_scores):
+    query, weight, indptr, indices = ctx.saved_tensors
+    grad_scores = grad_scores.contiguous()
+    grad_query = None
+    if ctx.needs_input_grad[0]:
+        grad_query = _ops.shortlist_score_backward_query(grad_scores, weight, indptr, indices)
+    grad_weight, grad_bias = weight_gradients(
+        grad_scores, query, indptr, indices, weight.shape[0], ctx.sparse_grad,
+        ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[4],
+    )
     return grad_query, grad_weight, None, None, grad_bias, None
 
 
