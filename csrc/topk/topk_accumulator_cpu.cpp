@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/topk_key.h"
 #include "topk/topk_accumulator.h"
 
 namespace xcops::topk {
@@ -21,7 +22,7 @@ class CpuTopkAccumulator final : public TopkAccumulator {
     int64_t label;
   };
   static bool better(const Candidate& a, const Candidate& b) {
-    return a.score > b.score || (a.score == b.score && a.label < b.label);
+    return ranks_before(a.score, a.label, b.score, b.label);
   }
 
  public:
@@ -67,8 +68,9 @@ class CpuTopkAccumulator final : public TopkAccumulator {
     for (int64_t j = 0; j < width; ++j) {
       const score_t s = scores[j];
       // `>=` lets a tie with the threshold in, so the lower label can win it; -inf (excluded)
-      // and NaN never pass.
-      if (s >= threshold && s != -std::numeric_limits<score_t>::infinity()) {
+      // never passes; NaN passes unless k NaNs of lower labels are already kept.
+      if ((s >= threshold || (s != s && threshold == threshold)) &&
+          s != -std::numeric_limits<score_t>::infinity()) {
         row.push_back({s, begin + j});
         if (int64_t(row.size()) == 2 * k_) threshold = trim(row);
       }
