@@ -30,7 +30,7 @@ def assert_same_topk(got, want, query, weight, dtype, bias=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((3, 40, 9), 40),
+@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((3, 40, 9), 40), ((129, 1001, 33), 7),
                                       ((4096, 3000, 8), 10), ((0, 10, 4), 3)], ids=str)
 def test_matches_mm_topk(device, rng, dtype, shape, k):
     # B = 4096 makes the label chunk 1024 wide, so L = 3000 spans three chunks, one partial.

@@ -19,6 +19,7 @@
 
 #include "common/checks.h"
 #include "common/csr.h"
+#include "topk/fused_topk_cpu.h"
 #include "topk/topk_accumulator.h"
 
 namespace xcops::topk {
@@ -104,6 +105,15 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
                             exclude_indices->to(at::kLong)};
   }
 
+  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
+  // logic the GPU runs on machines without one.
+  const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
+  if (!generic && !exclusions && query.scalar_type() == at::kFloat && fused_topk_cpu_applies(rows)) {
+    Tensor values = at::empty({rows, k}, query.options());
+    Tensor indices = at::empty({rows, k}, query.options().dtype(at::kLong));
+    fused_topk_cpu(query, weight, bias, values, indices);
+    return {values, indices};
+  }
   const Tensor lhs = query.is_cuda() ? query : query.to(acc);
   // Only the [L] bias is converted; the [L, d] weight is read in place, chunk by chunk.
   const std::optional<Tensor> bias_acc =
@@ -112,9 +122,6 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   const int64_t chunk = std::min(labels, std::max(kMinChunk, kTileElements / block_rows));
   // One spare element past [block_rows, chunk] takes the masked writes of other exclusions.
   Tensor buffer = at::empty({block_rows * chunk + 1}, query.options().dtype(acc));
-  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
-  // logic the GPU runs on machines without one.
-  const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
   std::vector<Tensor> values, indices;
   for (int64_t row_begin = 0; row_begin < rows; row_begin += block_rows) {
     const int64_t tile_rows = std::min(block_rows, rows - row_begin);
