@@ -27,10 +27,13 @@ namespace {
 
 using at::Tensor;
 
-// Memory bound, at any B: a tile of at most kTileElements scores (4M fp32 = 16 MB, which
-// stays in a GPU's L2) is live at a time. Up to kTileElements / kMinChunk rows share one pass
-// over the labels, in chunks of kTileElements / rows labels; more rows take several passes.
+// Memory bound, at any B: a tile of at most tile_elements scores is live at a time. Up to
+// tile_elements / kMinChunk rows share one pass over the labels, in chunks of
+// tile_elements / rows labels; more rows take several passes. 4M fp32 = 16 MB; the CUDA
+// kernel path, which keeps no keys beside the scores, takes 12M (48 MB: 64k-label chunks up
+// to B = 192, 12k labels at B = 1024), so a chunk costs few launches.
 constexpr int64_t kTileElements = int64_t(1) << 22;
+constexpr int64_t kCudaKernelTileElements = int64_t(3) << 22;
 constexpr int64_t kMinChunk = 256;
 
 at::ScalarType score_dtype(at::ScalarType input) {
@@ -118,8 +121,11 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   // Only the [L] bias is converted; the [L, d] weight is read in place, chunk by chunk.
   const std::optional<Tensor> bias_acc =
       bias ? std::optional<Tensor>(bias->to(acc)) : std::nullopt;
-  const int64_t block_rows = std::min(rows, kTileElements / kMinChunk);
-  const int64_t chunk = std::min(labels, std::max(kMinChunk, kTileElements / block_rows));
+  const int64_t tile_elements = generic && uses_cuda_topk_kernel(query.options().dtype(acc), k)
+                                    ? kCudaKernelTileElements
+                                    : kTileElements;
+  const int64_t block_rows = std::min(rows, tile_elements / kMinChunk);
+  const int64_t chunk = std::min(labels, std::max(kMinChunk, tile_elements / block_rows));
   // One spare element past [block_rows, chunk] takes the masked writes of other exclusions.
   Tensor buffer = at::empty({block_rows * chunk + 1}, query.options().dtype(acc));
   std::vector<Tensor> values, indices;

@@ -29,4 +29,8 @@ std::unique_ptr<TopkAccumulator> make_aten_topk_accumulator(int64_t rows, int64_
                                                             int64_t max_width,
                                                             const at::TensorOptions& score_options);
 
+// Whether make_aten_topk_accumulator folds chunks with the CUDA kernel, which needs no
+// [rows, k + chunk] keys next to the scores (so its tiles may be larger).
+bool uses_cuda_topk_kernel(const at::TensorOptions& score_options, int64_t k);
+
 }  // namespace xcops::topk

@@ -1,7 +1,9 @@
 // The device-generic running top-k, from ATen ops. Every chunk's candidates are merged with
 // the running top-k in one top-k per chunk, in the ranking of common/topk_key.h:
 // - float32 scores become packed int64 keys (score, label), written next to the running
-//   keys in one [rows, k + chunk] buffer, so an integer top-k is exact and tie-stable;
+//   keys in one [rows, k + chunk] buffer, so an integer top-k is exact and tie-stable; on
+//   CUDA (k <= 1024) one kernel folds the chunk into the running keys instead, in the same
+//   order (XCOPS_GENERIC_TOPK=1 keeps the ATen ops there too);
 // - float64 scores do not fit a key: the running top-k (sorted, labels below the chunk's)
 //   and the chunk are concatenated in label order and sorted stably, which keeps ties in
 //   label order.
@@ -13,9 +15,11 @@
 #include <ATen/ops/sort.h>
 #include <ATen/ops/topk.h>
 
+#include <cstdlib>
 #include <limits>
 
 #include "common/topk_key.h"
+#include "topk/chunk_topk_cuda.h"
 #include "topk/topk_accumulator.h"
 #include "topk/topk_keys.h"
 
@@ -32,12 +36,22 @@ std::tuple<at::Tensor, at::Tensor> without_minus_inf(at::Tensor values, at::Tens
 
 class KeyTopkAccumulator final : public TopkAccumulator {
  public:
-  KeyTopkAccumulator(int64_t rows, int64_t k, int64_t max_width, const at::TensorOptions& options)
-      : k_(k), keys_(at::empty({rows, k + max_width}, options.dtype(at::kLong))) {
+  // With cuda_kernel, chunks fold into the [rows, k] keys in one kernel (chunk_topk_cuda.h).
+  KeyTopkAccumulator(int64_t rows, int64_t k, int64_t max_width, const at::TensorOptions& options,
+                     bool cuda_kernel)
+      : k_(k),
+        cuda_kernel_(cuda_kernel),
+        keys_(at::empty({rows, k + (cuda_kernel ? 0 : max_width)}, options.dtype(at::kLong))) {
     keys_.narrow(1, 0, k).fill_(kEmptyTopkKey);
   }
 
   void add(const at::Tensor& scores, int64_t begin) override {
+#ifdef XCOPS_WITH_CUDA
+    if (cuda_kernel_) {
+      chunk_topk_cuda(scores, begin, keys_);
+      return;
+    }
+#endif
     const int64_t width = scores.size(1);
     pack_topk_keys(scores, keys_.narrow(1, k_, width), begin);
     const at::Tensor top = std::get<0>(
@@ -53,7 +67,8 @@ class KeyTopkAccumulator final : public TopkAccumulator {
 
  private:
   int64_t k_;
-  at::Tensor keys_;  // [rows, k + max_width]: the running top-k keys, then the chunk's keys
+  bool cuda_kernel_;
+  at::Tensor keys_;  // [rows, k (+ max_width)]: the running top-k keys (then the chunk's keys)
 };
 
 class SortTopkAccumulator final : public TopkAccumulator {
@@ -85,7 +100,18 @@ std::unique_ptr<TopkAccumulator> make_aten_topk_accumulator(int64_t rows, int64_
                                                             int64_t max_width,
                                                             const at::TensorOptions& options) {
   if (options.dtype() == at::kDouble) return std::make_unique<SortTopkAccumulator>(rows, k, options);
-  return std::make_unique<KeyTopkAccumulator>(rows, k, max_width, options);
+  return std::make_unique<KeyTopkAccumulator>(rows, k, max_width, options, uses_cuda_topk_kernel(options, k));
+}
+
+bool uses_cuda_topk_kernel(const at::TensorOptions& options, int64_t k) {
+#ifdef XCOPS_WITH_CUDA
+  return options.device().is_cuda() && options.dtype() == at::kFloat && k <= kChunkTopkCudaMaxK &&
+         std::getenv("XCOPS_GENERIC_TOPK") == nullptr;
+#else
+  (void)options;
+  (void)k;
+  return false;
+#endif
 }
 
 }  // namespace xcops::topk
