@@ -169,9 +169,10 @@ def test_fewer_candidates_than_k_pads(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_hard_negatives_match_reference_and_train(device, rng, dtype):
-    query, labels = _problem(33, 20, 16, dtype, device, rng)
-    positives = make_csr(33, 20, 4, device, rng)
+@pytest.mark.parametrize("batch", [33, 100])  # 100 rows take the fused CPU kernel on 2 threads
+def test_hard_negatives_match_reference_and_train(device, rng, dtype, batch):
+    query, labels = _problem(batch, 20, 16, dtype, device, rng)
+    positives = make_csr(batch, 20, 4, device, rng)
     query.requires_grad_()
     labels.requires_grad_()
     scores, ids = xcops.hard_negatives(query, labels, positives, 25)  # k > available negatives

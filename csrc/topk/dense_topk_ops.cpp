@@ -111,10 +111,13 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
   // logic the GPU runs on machines without one.
   const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
-  if (!generic && !exclusions && query.scalar_type() == at::kFloat && fused_topk_cpu_applies(rows)) {
+  if (!generic && query.scalar_type() == at::kFloat && fused_topk_cpu_applies(rows)) {
     Tensor values = at::empty({rows, k}, query.options());
     Tensor indices = at::empty({rows, k}, query.options().dtype(at::kLong));
-    fused_topk_cpu(query, weight, bias, values, indices);
+    const auto as_long = [](const std::optional<Tensor>& t) {
+      return t ? std::optional<Tensor>(t->to(at::kLong).contiguous()) : std::nullopt;
+    };
+    fused_topk_cpu(query, weight, bias, as_long(exclude_indptr), as_long(exclude_indices), values, indices);
     return {values, indices};
   }
   const Tensor lhs = query.is_cuda() ? query : query.to(acc);

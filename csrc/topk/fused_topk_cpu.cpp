@@ -60,11 +60,21 @@ XCOPS_AVX512 inline void score_tile(const Tile& t, __m512 (&acc)[kLabels][2]) {
   }
 }
 
-struct Group {
-  RowTopk<float>* rows;  // the group's rows
-  float* thresholds;     // their thresholds, 32 floats (64-byte aligned)
-  __mmask16 valid[2];    // lanes that are real rows
+struct Exclusions {
+  const int64_t* indptr;   // CSR over all rows, or nullptr for none
+  const int64_t* indices;  // each row's ids; sorted copies are made per thread
 };
+
+struct Group {
+  RowTopk<float>* rows;       // the group's rows
+  float* thresholds;          // their thresholds, 32 floats (64-byte aligned)
+  __mmask16 valid[2];         // lanes that are real rows
+  const int64_t* const* excluded;  // per row: its sorted excluded ids [excluded[r], excluded[r + 1]), or nullptr
+};
+
+bool is_excluded(const Group& g, int row, int64_t label) {
+  return g.excluded != nullptr && std::binary_search(g.excluded[row], g.excluded[row + 1], label);
+}
 
 // Offers the tile's passing scores (labels first_label + m) to the group's rows.
 template <int labels>
@@ -79,6 +89,7 @@ XCOPS_AVX512 inline void filter_tile(const __m512 (&acc)[kLabels][2], Group& g, 
       _mm512_store_ps(scores, acc[m][h]);
       for (; pass != 0; pass &= pass - 1) {
         const int lane = __builtin_ctz(pass), row = h * 16 + lane;
+        if (is_excluded(g, row, first_label + m)) continue;
         g.rows[row].offer(scores[lane], first_label + m);
         g.thresholds[row] = g.rows[row].threshold();
       }
@@ -99,10 +110,24 @@ constexpr TileStep kTailSteps[kLabels] = {nullptr,        &tile_step<1>, &tile_s
                                           &tile_step<4>,  &tile_step<5>, &tile_step<6>, &tile_step<7>};
 
 // Rows [row_begin, row_end) against all labels.
-XCOPS_AVX512 void topk_rows(const float* query, const float* weight, const float* bias, int64_t labels,
-                            int64_t d, int64_t k, int64_t row_begin, int64_t row_end, float* values,
-                            int64_t* ids) {
+XCOPS_AVX512 void topk_rows(const float* query, const float* weight, const float* bias, const Exclusions& ex,
+                            int64_t labels, int64_t d, int64_t k, int64_t row_begin, int64_t row_end,
+                            float* values, int64_t* ids) {
   const int64_t rows = row_end - row_begin, groups = (rows + kGroup - 1) / kGroup;
+  // The rows' excluded ids, sorted, and per row (padding rows too) where its ids begin.
+  std::vector<int64_t> excluded_ids;
+  std::vector<const int64_t*> excluded(ex.indptr ? groups * kGroup + 1 : 0);
+  if (ex.indptr) {
+    const int64_t base = ex.indptr[row_begin];
+    excluded_ids.assign(ex.indices + base, ex.indices + ex.indptr[row_end]);
+    for (int64_t r = 0; r <= groups * kGroup; ++r) {
+      excluded[r] = excluded_ids.data() + (ex.indptr[row_begin + std::min(r, rows)] - base);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto first = excluded_ids.begin() + (excluded[r] - excluded_ids.data());
+      std::sort(first, first + (excluded[r + 1] - excluded[r]));
+    }
+  }
   std::vector<RowTopk<float>> best(groups * kGroup, RowTopk<float>(k));
   float* packed = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * groups * kGroup * d));
   float* thresholds = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * groups * kGroup));
@@ -117,7 +142,8 @@ XCOPS_AVX512 void topk_rows(const float* query, const float* weight, const float
     const int64_t real = std::min<int64_t>(kGroup, rows - g * kGroup);
     group[g] = {&best[g * kGroup], thresholds + g * kGroup,
                 {__mmask16(real >= 16 ? 0xFFFF : (1u << real) - 1),
-                 __mmask16(real <= 16 ? 0 : real >= 32 ? 0xFFFF : (1u << (real - 16)) - 1)}};
+                 __mmask16(real <= 16 ? 0 : real >= 32 ? 0xFFFF : (1u << (real - 16)) - 1)},
+                ex.indptr ? excluded.data() + g * kGroup : nullptr};
   }
   const int64_t full = labels - labels % kLabels;
   for (int64_t g0 = 0; g0 < groups; g0 += kBlockGroups) {
@@ -141,7 +167,10 @@ bool fused_topk_cpu_applies(int64_t rows) {
 }
 
 void fused_topk_cpu(const at::Tensor& query, const at::Tensor& weight,
-                    const std::optional<at::Tensor>& bias, at::Tensor& values, at::Tensor& ids) {
+                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& exclude_indptr,
+                    const std::optional<at::Tensor>& exclude_indices, at::Tensor& values, at::Tensor& ids) {
+  const Exclusions ex{exclude_indptr ? exclude_indptr->const_data_ptr<int64_t>() : nullptr,
+                      exclude_indices ? exclude_indices->const_data_ptr<int64_t>() : nullptr};
   const int64_t rows = query.size(0), d = query.size(1), labels = weight.size(0), k = values.size(1);
   const float* q = query.const_data_ptr<float>();
   const float* w = weight.const_data_ptr<float>();
@@ -155,7 +184,7 @@ void fused_topk_cpu(const at::Tensor& query, const at::Tensor& weight,
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t begin = std::min(rows, t * per_thread * kGroup);
       const int64_t end = std::min(rows, (t + 1) * per_thread * kGroup);
-      if (begin < end) topk_rows(q, w, b, labels, d, k, begin, end, v, id);
+      if (begin < end) topk_rows(q, w, b, ex, labels, d, k, begin, end, v, id);
     }
   });
 }
@@ -164,8 +193,8 @@ void fused_topk_cpu(const at::Tensor& query, const at::Tensor& weight,
 
 bool fused_topk_cpu_applies(int64_t) { return false; }
 
-void fused_topk_cpu(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::Tensor&,
-                    at::Tensor&) {
+void fused_topk_cpu(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, at::Tensor&, at::Tensor&) {
   TORCH_CHECK(false, "xcops: the fused CPU top-k needs an x86-64 build");
 }
 

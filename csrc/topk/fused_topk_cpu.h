@@ -11,8 +11,10 @@ namespace xcops::topk {
 bool fused_topk_cpu_applies(int64_t rows);
 
 // values/ids [B, k] (float32, int64) = the top-k of query [B, d] @ weight [L, d].T (+ bias [L]),
-// all float32 and contiguous, 1 <= k <= L, ranked as common/topk_key.h.
+// all float32 and contiguous, 1 <= k <= L, ranked as common/topk_key.h. The optional CSR
+// (exclude_indptr [B + 1], exclude_indices), int64 and checked, lists ids never returned.
 void fused_topk_cpu(const at::Tensor& query, const at::Tensor& weight,
-                    const std::optional<at::Tensor>& bias, at::Tensor& values, at::Tensor& ids);
+                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& exclude_indptr,
+                    const std::optional<at::Tensor>& exclude_indices, at::Tensor& values, at::Tensor& ids);
 
 }  // namespace xcops::topk
