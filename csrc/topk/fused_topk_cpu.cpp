@@ -3,8 +3,8 @@
 // 32-row group, so the [L, d] weight is never copied or packed. Each tile's scores are
 // compared in registers with the 32 rows' running thresholds (one compare per score); only
 // scores that pass leave the registers, into the rows' RowTopk. Each thread owns a range of
-// whole 32-row groups and streams all labels over them, in blocks of kBlockGroups groups so
-// their packed queries stay in L2.
+// whole 32-row groups and streams all labels over them, in blocks of groups whose packed
+// queries stay in L2.
 #include "topk/fused_topk_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -27,7 +27,7 @@ namespace {
 
 constexpr int kLabels = 8;         // labels per micro-tile: 16 accumulators of 16 floats
 constexpr int kGroup = 32;         // queries per micro-tile, two zmm registers
-constexpr int64_t kBlockGroups = 8;  // 256 queries: packed d=256 float32 is 256 KB of L2
+constexpr int64_t kBlockBytes = 256 << 10;  // packed queries of a block: a quarter of a 1 MB L2
 
 #define XCOPS_AVX512 __attribute__((target("avx512f")))
 
@@ -146,8 +146,9 @@ XCOPS_AVX512 void topk_rows(const float* query, const float* weight, const float
                 ex.indptr ? excluded.data() + g * kGroup : nullptr};
   }
   const int64_t full = labels - labels % kLabels;
-  for (int64_t g0 = 0; g0 < groups; g0 += kBlockGroups) {
-    const int64_t g1 = std::min(groups, g0 + kBlockGroups);
+  const int64_t block_groups = std::max<int64_t>(1, kBlockBytes / int64_t(sizeof(float) * kGroup * d));
+  for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
+    const int64_t g1 = std::min(groups, g0 + block_groups);
     for (int64_t j = 0; j < labels; j += kLabels) {
       const TileStep step = j < full ? &tile_step<kLabels> : kTailSteps[labels - full];
       for (int64_t g = g0; g < g1; ++g) {
