@@ -101,13 +101,6 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
     return {at::empty({0, k}, query.options()), at::empty({0, k}, query.options().dtype(at::kLong))};
   }
 
-  std::optional<Exclusions> exclusions;
-  if (exclude_indptr) {
-    const Tensor lengths = (exclude_indptr->slice(0, 1) - exclude_indptr->slice(0, 0, rows)).to(at::kLong);
-    exclusions = Exclusions{at::repeat_interleave(lengths, std::optional<int64_t>(exclude_indices->numel())),
-                            exclude_indices->to(at::kLong)};
-  }
-
   // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
   // logic the GPU runs on machines without one.
   const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
@@ -120,6 +113,14 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
     fused_topk_cpu(query, weight, bias, as_long(exclude_indptr), as_long(exclude_indices), values, indices);
     return {values, indices};
   }
+
+  std::optional<Exclusions> exclusions;
+  if (exclude_indptr) {
+    const Tensor lengths = (exclude_indptr->slice(0, 1) - exclude_indptr->slice(0, 0, rows)).to(at::kLong);
+    exclusions = Exclusions{at::repeat_interleave(lengths, std::optional<int64_t>(exclude_indices->numel())),
+                            exclude_indices->to(at::kLong)};
+  }
+
   const Tensor lhs = query.is_cuda() ? query : query.to(acc);
   // Only the [L] bias is converted; the [L, d] weight is read in place, chunk by chunk.
   const std::optional<Tensor> bias_acc =
