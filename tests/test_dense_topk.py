@@ -6,17 +6,9 @@ from xcops.ops import reference
 
 from conftest import tolerance
 from shortlist_inputs import make_csr
+from topk_paths import peak_rss_growth, topk_path  # noqa: F401  (topk_path: autouse fixture)
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
-
-
-@pytest.fixture(params=["specialised", "generic"], autouse=True)
-def topk_path(request, monkeypatch):
-    """Every test runs the CPU's own top-k and the device-generic one the GPU uses."""
-    if request.param == "generic":
-        monkeypatch.setenv("XCOPS_GENERIC_TOPK", "1")
-    else:
-        monkeypatch.delenv("XCOPS_GENERIC_TOPK", raising=False)
 
 
 def _problem(batch, labels, dim, dtype, device, gen):
@@ -38,7 +30,7 @@ def assert_same_topk(got, want, query, weight, dtype, bias=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((3, 40, 9), 40),
+@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((3, 40, 9), 40), ((129, 1001, 33), 7),
                                       ((4096, 3000, 8), 10), ((0, 10, 4), 3)], ids=str)
 def test_matches_mm_topk(device, rng, dtype, shape, k):
     # B = 4096 makes the label chunk 1024 wide, so L = 3000 spans three chunks, one partial.
@@ -49,7 +41,7 @@ def test_matches_mm_topk(device, rng, dtype, shape, k):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((4096, 3000, 8), 10), ((0, 10, 4), 3)],
+@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((4096, 1500, 8), 10), ((0, 10, 4), 3)],
                          ids=str)
 def test_bias_matches_reference(device, rng, dtype, shape, k):
     query, weight = _problem(*shape, dtype, device, rng)
@@ -86,6 +78,63 @@ def test_bad_bias(bias, pattern):
         xcops.dense_topk(query, weight, 2, bias=bias(weight))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nan_and_ties_rank_identically_on_every_path(device, rng, dtype):
+    # Small integer scores tie a lot; B = 4096 spreads L = 3000 over three label chunks, so
+    # ties and NaNs meet across chunk boundaries. The reference is a stable sort: its ids are
+    # the rule itself, and every path must return exactly them.
+    batch, labels = 4096, 3000
+    query = torch.randint(-2, 3, (batch, 3), generator=rng).to(dtype)
+    weight = torch.randint(-2, 3, (labels, 3), generator=rng).to(dtype)
+    nan_labels = torch.randperm(labels, generator=rng)[:40]
+    weight[nan_labels, 1] = float("nan")
+    query[::7, 1] = 0  # 0 * NaN is NaN too: rows where NaN does not come from a finite product
+    query, weight = query.to(device), weight.to(device)
+    ranked_values, ranked_ids = reference.dense_topk(query, weight, 60)  # a stable sort: prefixes
+    for k in (1, 5, 60):
+        values, ids = xcops.dense_topk(query, weight, k)
+        want_values, want_ids = ranked_values[:, :k], ranked_ids[:, :k]
+        assert torch.equal(ids, want_ids), k
+        assert torch.equal(values.isnan(), want_values.isnan())
+        assert torch.equal(values.nan_to_num(), want_values.nan_to_num())
+    # With k > 40 every row holds all NaN labels first, in increasing id order.
+    assert torch.equal(ids[:, :40], nan_labels.sort().values.to(device).expand(batch, 40))
+
+
+def test_signed_zeros_tie_and_nan_ranks_first(device):
+    query = torch.ones(1, 1, device=device)
+    weight = torch.tensor([[0.0], [-1.0], [-0.0], [float("nan")], [0.0], [float("inf")], [float("nan")]],
+                          device=device)
+    values, ids = xcops.dense_topk(query, weight, 7)
+    assert ids.tolist() == [[3, 6, 5, 0, 2, 4, 1]]
+    assert values[0, 2] == float("inf") and values[0, 3:6].eq(0).all()
+
+
+def test_hard_negatives_rank_nan_first(device):
+    query = torch.ones(2, 1, device=device)
+    labels = torch.tensor([[float("nan")], [1.0], [float("nan")], [2.0]], device=device)
+    positives = (torch.tensor([0, 1, 1], device=device), torch.tensor([0], device=device))
+    _, ids = xcops.hard_negatives(query, labels, positives, 4)
+    assert ids.tolist() == [[2, 3, 1, -1], [0, 2, 3, 1]]
+
+
+def test_memory_bound_holds_at_any_batch(device, rng):
+    """Today's code sized its score chunk [B, >= 256]: at B = 250k, 256 MB for 5 MB of input."""
+    if device.type != "cpu":
+        pytest.skip("peak resident memory is a CPU measure")
+    batch, labels = 250_000, 257
+    query = torch.randn(batch, 4, generator=rng)
+    weight = torch.randn(labels, 4, generator=rng)
+    with peak_rss_growth() as growth:
+        values, ids = xcops.dense_topk(query, weight, 1)
+    # Output 3 MB; tiles of 16 MB of scores, plus the generic path's keys and temporaries
+    # (measured: 27 MB specialised, 87 MB generic).
+    assert growth["mib"] < 160, growth
+    for rows in (slice(0, 2000), slice(-2000, None)):
+        want = reference.dense_topk(query[rows], weight, 1)
+        assert_same_topk((values[rows], ids[rows]), want, query[rows], weight, torch.float32)
+
+
 @pytest.mark.parametrize("batch", [9, 4096])
 def test_exclusions_are_never_returned(device, rng, batch):
     query, weight = _problem(batch, 1500, 8, torch.float32, device, rng)
@@ -120,9 +169,10 @@ def test_fewer_candidates_than_k_pads(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_hard_negatives_match_reference_and_train(device, rng, dtype):
-    query, labels = _problem(33, 20, 16, dtype, device, rng)
-    positives = make_csr(33, 20, 4, device, rng)
+@pytest.mark.parametrize("batch", [33, 100])  # 100 rows take the fused CPU kernel on 2 threads
+def test_hard_negatives_match_reference_and_train(device, rng, dtype, batch):
+    query, labels = _problem(batch, 20, 16, dtype, device, rng)
+    positives = make_csr(batch, 20, 4, device, rng)
     query.requires_grad_()
     labels.requires_grad_()
     scores, ids = xcops.hard_negatives(query, labels, positives, 25)  # k > available negatives

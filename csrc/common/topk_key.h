@@ -1,8 +1,12 @@
 #pragma once
-// A (score, label) pair packed into one int64 whose signed order is "higher score first, then
-// lower label id": a plain integer top-k over these keys is then an exact, deterministic
-// top-k with ties broken by the lower label id. Empty slots hold kEmptyTopkKey, below every
-// real key. Free of torch so CUDA kernels can include it cheaply.
+// The one ranking rule of every xcops top-k (dense_topk, hard_negatives, shortlist_topk, on
+// every device): higher score first; NaN above every number (as torch.topk ranks it); -0.0
+// ties +0.0; ties, NaNs included, go to the lower label id.
+//
+// A (float32 score, label) pair packs into one int64 key whose signed order is that rule, so
+// a plain integer top-k over keys is exact and deterministic. Empty slots hold kEmptyTopkKey,
+// below every real key. Free of torch so CUDA kernels can include it cheaply; the tensor
+// versions of pack/unpack are in topk/topk_keys.h.
 #include <cstdint>
 #include <cstring>
 
@@ -15,21 +19,36 @@
 namespace xcops {
 
 constexpr int64_t kEmptyTopkKey = INT64_MIN;
-// Labels are stored as (2^32 - 1 - label), so a label must stay below this.
+// Labels are stored as (kMaxTopkLabels - label) in the low 32 bits, so a label must stay below.
 constexpr int64_t kMaxTopkLabels = 0xFFFFFFFFll;
+// Every NaN is ranked as this quiet NaN, above +inf (0x7F800000).
+constexpr int32_t kCanonicalNanBits = 0x7FC00000;
+
+// True when (a, a_label) ranks before (b, b_label) under the rule above.
+template <typename score_t>
+XCOPS_HOST_DEVICE bool ranks_before(score_t a, int64_t a_label, score_t b, int64_t b_label) {
+  const bool a_nan = a != a, b_nan = b != b;
+  if (a_nan || b_nan) return a_nan && (!b_nan || a_label < b_label);
+  return a > b || (a == b && a_label < b_label);
+}
+
+// A signed integer with the order of the rule: float bits, with the magnitude bits of
+// negatives flipped (so -0.0 would be -1: it is mapped to +0.0 first).
+XCOPS_HOST_DEVICE int64_t float_rank(float score) {
+  int32_t bits;
+  if (score != score) {
+    bits = kCanonicalNanBits;
+  } else {
+    if (score == 0.0f) score = 0.0f;  // an FMA on the GPU can give -0 where the CPU gives +0
+    memcpy(&bits, &score, sizeof(bits));
+  }
+  return bits >= 0 ? int64_t(bits) : int64_t(bits ^ 0x7FFFFFFF);
+}
 
 XCOPS_HOST_DEVICE int64_t pack_topk_key(float score, int64_t label) {
-  // -0.0 and +0.0 must tie (an FMA on the GPU can give -0 where the CPU gives +0).
-  if (score == 0.0f) score = 0.0f;
-  uint32_t bits;
-  memcpy(&bits, &score, sizeof(bits));
-  // Unsigned order of `ordered` equals float order: flip all bits of negatives, set the sign
-  // bit of non-negatives. NaN, whatever its sign bit, ranks below -inf (and above empty slots)
-  // on every device.
-  const uint32_t ordered =
-      score != score ? 0u : ((bits & 0x80000000u) ? ~bits : (bits | 0x80000000u));
-  const uint64_t key = (uint64_t(ordered) << 32) | uint64_t(0xFFFFFFFFu - uint32_t(label));
-  return int64_t(key ^ 0x8000000000000000ull);  // unsigned order -> signed order
+  // rank * 2^32 stays inside int64; the label part is in [1, 2^32 - 1], so no real key is
+  // kEmptyTopkKey.
+  return float_rank(score) * (int64_t(1) << 32) + (kMaxTopkLabels - label);
 }
 
 }  // namespace xcops

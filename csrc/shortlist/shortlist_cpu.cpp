@@ -5,6 +5,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/topk_key.h"
@@ -88,17 +90,58 @@ void score_cpu(const Tensor& query, const Tensor& weight, const Tensor& indptr,
 
 void score_keys_cpu(const Tensor& query, const Tensor& weight, const Tensor& indptr,
                     const Tensor& indices, const std::optional<Tensor>& bias, const Tensor& keys) {
-  const int64_t width = keys.size(1);
   int64_t* out = keys.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "score_keys_cpu", [&] {
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "score_keys_cpu", [&] {
-      const index_t* ptr = indptr.const_data_ptr<index_t>();
       for_each_score<scalar_t, index_t>(
           query, weight, indptr, indices, bias,
-          [&](int64_t e, int64_t r, int64_t label, auto s) {
-            out[r * width + (e - ptr[r])] = pack_topk_key(float(s), label);
-          },
-          [](int64_t, int64_t) {});  // keys arrive filled with kEmptyTopkKey
+          [&](int64_t e, int64_t, int64_t label, auto s) { out[e] = pack_topk_key(float(s), label); },
+          [&](int64_t e, int64_t) { out[e] = kEmptyTopkKey; });
+    });
+  });
+}
+
+void topk_cpu(const Tensor& query, const Tensor& weight, const Tensor& indptr,
+              const Tensor& indices, const std::optional<Tensor>& bias, const Tensor& values,
+              const Tensor& labels) {
+  const int64_t rows = query.size(0), d = query.size(1), k = values.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "topk_cpu", [&] {
+    AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "topk_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      struct Candidate {
+        acc_t score;
+        int64_t label;
+      };
+      const auto better = [](const Candidate& a, const Candidate& b) {
+        return ranks_before(a.score, a.label, b.score, b.label);
+      };
+      const scalar_t* q = query.const_data_ptr<scalar_t>();
+      const scalar_t* w = weight.const_data_ptr<scalar_t>();
+      const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+      const index_t* ptr = indptr.const_data_ptr<index_t>();
+      const index_t* idx = indices.const_data_ptr<index_t>();
+      scalar_t* out_values = values.data_ptr<scalar_t>();
+      int64_t* out_labels = labels.data_ptr<int64_t>();
+      const int64_t avg_entries = std::max<int64_t>(1, indices.numel() / std::max<int64_t>(1, rows));
+      at::parallel_for(0, rows, grain_for(avg_entries * d), [&](int64_t begin, int64_t end) {
+        std::vector<Candidate> row;  // one row's entries: memory O(longest row) per thread
+        for (int64_t r = begin; r < end; ++r) {
+          row.clear();
+          for (int64_t e = ptr[r]; e < ptr[r + 1]; ++e) {
+            const int64_t label = idx[e];
+            if (label < 0) continue;
+            acc_t s = dot<acc_t>(q + r * d, w + label * d, d);
+            if (b) s += acc_t(b[label]);
+            row.push_back({s, label});
+          }
+          const int64_t kept = std::min<int64_t>(k, row.size());
+          std::partial_sort(row.begin(), row.begin() + kept, row.end(), better);
+          for (int64_t j = 0; j < k; ++j) {
+            out_values[r * k + j] = j < kept ? scalar_t(row[j].score) : -std::numeric_limits<scalar_t>::infinity();
+            out_labels[r * k + j] = j < kept ? row[j].label : -1;
+          }
+        }
+      });
     });
   });
 }

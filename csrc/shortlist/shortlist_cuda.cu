@@ -155,16 +155,13 @@ struct WriteScore {
   __device__ void pad(int64_t e, int64_t) const { scores[e] = scalar_t(0); }
 };
 
-template <typename index_t>
 struct WriteKey {
   int64_t* keys;
-  const index_t* indptr;
-  int64_t width;
   template <typename acc_t>
-  __device__ void operator()(int64_t e, int64_t row, int64_t label, acc_t s) const {
-    keys[row * width + (e - int64_t(indptr[row]))] = pack_topk_key(float(s), label);
+  __device__ void operator()(int64_t e, int64_t, int64_t label, acc_t s) const {
+    keys[e] = pack_topk_key(float(s), label);
   }
-  __device__ void pad(int64_t, int64_t) const {}  // keys arrive filled with kEmptyTopkKey
+  __device__ void pad(int64_t e, int64_t) const { keys[e] = kEmptyTopkKey; }
 };
 
 template <typename scalar_t, typename index_t, typename Epilogue>
@@ -300,7 +297,7 @@ void score_keys_cuda(const Tensor& query, const Tensor& weight, const Tensor& in
     AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "score_keys_cuda", [&] {
       launch_score<scalar_t, index_t>(
           query, weight, indptr, indices, bias,
-          WriteKey<index_t>{keys.data_ptr<int64_t>(), indptr.const_data_ptr<index_t>(), keys.size(1)});
+          WriteKey{keys.data_ptr<int64_t>()});
     });
   });
 }

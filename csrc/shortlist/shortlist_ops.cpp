@@ -8,6 +8,7 @@
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/repeat_interleave.h>
 #include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/topk.h>
@@ -16,6 +17,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include "common/checks.h"
@@ -23,6 +26,7 @@
 #include "common/segment_sum.h"
 #include "common/topk_key.h"
 #include "shortlist/shortlist_kernels.h"
+#include "topk/topk_keys.h"
 
 namespace xcops::shortlist {
 namespace {
@@ -82,19 +86,60 @@ Tensor shortlist_score(const Tensor& query, const Tensor& weight, const Tensor& 
   return scores;
 }
 
-// Inverse of pack_topk_key, in tensor arithmetic so it runs on any device.
-std::tuple<Tensor, Tensor> unpack_topk_keys(const Tensor& keys, at::ScalarType value_dtype) {
-  const Tensor unsigned_key = keys.bitwise_xor(std::numeric_limits<int64_t>::min());
-  const Tensor ordered = unsigned_key.bitwise_right_shift(32).bitwise_and(0xFFFFFFFFll);
-  const Tensor label = 0xFFFFFFFFll - unsigned_key.bitwise_and(0xFFFFFFFFll);
-  constexpr int64_t kSignBit = 0x80000000ll;
-  // Float bits as an int32 value: non-negative floats had their sign bit set, negative ones
-  // were bit-flipped; both land inside the int32 range without wrapping.
-  const Tensor bits = at::where(ordered >= kSignBit, ordered - kSignBit, -1 - ordered);
-  Tensor values = bits.to(at::kInt).view(at::kFloat);
-  const Tensor empty = keys == kEmptyTopkKey;
-  values = values.masked_fill(empty, -std::numeric_limits<float>::infinity()).to(value_dtype);
-  return {values, label.masked_fill(empty, -1)};
+// The first k entries of every row of a CSR whose entries are already sorted best first
+// within each row (positions start[b] + j), as (taken [B, k] bool, positions [B, k]).
+std::tuple<Tensor, Tensor> row_heads(const Tensor& indptr, int64_t nnz, int64_t k) {
+  const int64_t rows = indptr.numel() - 1;
+  const Tensor starts = indptr.slice(0, 0, rows).to(at::kLong).unsqueeze(1);
+  const Tensor lengths = indptr.slice(0, 1).to(at::kLong).unsqueeze(1) - starts;
+  const Tensor slot = at::arange(k, starts.options()).unsqueeze(0);
+  return {slot < lengths, (starts + slot).clamp_max_(std::max<int64_t>(nnz - 1, 0))};
+}
+
+// The ATen (any device) shortlist top-k, in O(nnz + B * k) memory at any row lengths: the
+// entries are sorted best first, then stably by row, which leaves each row's entries best
+// first inside its own CSR range. Float32 accumulation ranks packed keys; float64 ranks its
+// float64 scores by stable sorts: label, then score, then (row, padding last).
+std::tuple<Tensor, Tensor> generic_topk(const Tensor& query, const Tensor& weight,
+                                        const Tensor& indptr, const Tensor& indices, int64_t k,
+                                        const std::optional<Tensor>& bias, int64_t max_row_length) {
+  const int64_t rows = query.size(0), nnz = indices.numel();
+  const auto long_options = indptr.options().dtype(at::kLong);
+  auto [taken, positions] = row_heads(indptr, nnz, k);
+  const Tensor lengths = (indptr.slice(0, 1) - indptr.slice(0, 0, rows)).to(at::kLong);
+  const Tensor entry_rows = at::repeat_interleave(lengths, std::optional<int64_t>(nnz));
+  if (query.scalar_type() != at::kDouble) {
+    Tensor keys = at::empty({nnz}, long_options);
+    if (nnz > 0) XCOPS_ON_DEVICE(query, score_keys, query, weight, indptr, indices, bias, keys);
+    Tensor top;
+    if (nnz > 0 && rows * max_row_length == nnz) {  // every row equally long: a [B, K] grid
+      const int64_t kept = std::min(k, max_row_length);
+      top = std::get<0>(at::topk(keys.view({rows, max_row_length}), kept, 1, true, true));
+      top = at::cat({top, at::full({rows, k - kept}, kEmptyTopkKey, long_options)}, 1);
+    } else {
+      auto [sorted, order] = keys.sort(/*stable=*/false, 0, /*descending=*/true);
+      const Tensor by_row = std::get<1>(entry_rows.index_select(0, order).sort(/*stable=*/true, 0, false));
+      const Tensor grouped = sorted.index_select(0, by_row);
+      top = nnz > 0 ? grouped.index_select(0, positions.flatten()).view({rows, k}) : positions;
+      top = top.masked_fill(taken.logical_not(), kEmptyTopkKey);
+    }
+    return topk::unpack_topk_keys(top, query.scalar_type());
+  }
+  const Tensor scores = shortlist_score(query, weight, indptr, indices, bias, false);
+  const Tensor labels = indices.to(at::kLong);
+  Tensor order = std::get<1>(labels.sort(/*stable=*/true, 0, false));
+  order = order.index_select(0, std::get<1>(scores.index_select(0, order).sort(true, 0, true)));
+  const Tensor row_then_padding = entry_rows * 2 + (labels < 0);
+  order = order.index_select(0, std::get<1>(row_then_padding.index_select(0, order).sort(true, 0, false)));
+  if (nnz == 0) {
+    return {at::full({rows, k}, -std::numeric_limits<double>::infinity(), query.options()),
+            at::full({rows, k}, -1, long_options)};
+  }
+  const Tensor picked = order.index_select(0, positions.flatten()).view({rows, k});
+  const Tensor keep = taken.logical_and(labels.index_select(0, picked.flatten()).view({rows, k}) >= 0);
+  return {scores.index_select(0, picked.flatten()).view({rows, k})
+              .masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity()),
+          labels.index_select(0, picked.flatten()).view({rows, k}).masked_fill(keep.logical_not(), -1)};
 }
 
 std::tuple<Tensor, Tensor> shortlist_topk(const Tensor& query, const Tensor& weight,
@@ -105,28 +150,14 @@ std::tuple<Tensor, Tensor> shortlist_topk(const Tensor& query, const Tensor& wei
   TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
   TORCH_CHECK(weight.size(0) < kMaxTopkLabels, op, ": at most ", kMaxTopkLabels - 1,
               " labels are supported, got L = ", weight.size(0));
-  const int64_t rows = query.size(0);
-  const int64_t width = facts.max_row_length;
-  Tensor keys = at::full({rows, width}, kEmptyTopkKey, indptr.options().dtype(at::kLong));
-  if (indices.numel() > 0) {
-    XCOPS_ON_DEVICE(query, score_keys, query, weight, indptr, indices, bias, keys);
+  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
+  // logic the GPU runs on machines without one.
+  if (query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr) {
+    return generic_topk(query, weight, indptr, indices, k, bias, facts.max_row_length);
   }
-  const int64_t kept = std::min(k, width);
-  Tensor top = kept > 0 ? std::get<0>(at::topk(keys, kept, /*dim=*/1, /*largest=*/true,
-                                               /*sorted=*/true))
-                        : keys.narrow(1, 0, 0);
-  if (kept < k) {
-    // Fewer candidates than k: the remaining slots are empty.
-    top = at::cat({top, at::full({rows, k - kept}, kEmptyTopkKey, keys.options())}, 1);
-  }
-  auto [values, labels] = unpack_topk_keys(top, query.scalar_type());
-  if (query.scalar_type() == at::kDouble) {
-    // Keys rank by float32-rounded scores; float64 callers get their values at full precision.
-    const Tensor top_indptr = at::arange(rows + 1, labels.options()) * k;
-    values = shortlist_score(query, weight, top_indptr, labels.reshape(-1), bias, false)
-                 .view({rows, k})
-                 .masked_fill(labels < 0, -std::numeric_limits<double>::infinity());
-  }
+  Tensor values = at::empty({query.size(0), k}, query.options());
+  Tensor labels = at::empty({query.size(0), k}, query.options().dtype(at::kLong));
+  topk_cpu(query, weight, indptr, indices, bias, values, labels);
   return {values, labels};
 }
 

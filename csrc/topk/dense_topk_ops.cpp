@@ -1,7 +1,7 @@
 // Exact maximum-inner-product top-k over all labels, streaming over label chunks so the
-// [B, L] score matrix never exists: per chunk one GEMM into a reused [B, chunk] buffer (fp32
-// or fp64 output), the bias added, excluded ids masked to -inf, and the chunk folded into a running per-row
-// top-k (topk_accumulator.h).
+// [B, L] score matrix never exists: per tile one GEMM into a reused buffer (fp32 or fp64
+// output), the bias added, excluded ids masked to -inf, and the tile folded into a running
+// per-row top-k (topk_accumulator.h).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
@@ -15,9 +15,11 @@
 
 #include <cstdlib>
 #include <limits>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/csr.h"
+#include "topk/fused_topk_cpu.h"
 #include "topk/topk_accumulator.h"
 
 namespace xcops::topk {
@@ -25,8 +27,13 @@ namespace {
 
 using at::Tensor;
 
-// Elements of the per-chunk score buffer: 4M fp32 = 16 MB, which stays in a GPU's L2.
-constexpr int64_t kChunkElements = int64_t(1) << 22;
+// Memory bound, at any B: a tile of at most tile_elements scores is live at a time. Up to
+// tile_elements / kMinChunk rows share one pass over the labels, in chunks of
+// tile_elements / rows labels; more rows take several passes. 4M fp32 = 16 MB; the CUDA
+// kernel path, which keeps no keys beside the scores, takes 12M (48 MB: 64k-label chunks up
+// to B = 192, 12k labels at B = 1024), so a chunk costs few launches.
+constexpr int64_t kTileElements = int64_t(1) << 22;
+constexpr int64_t kCudaKernelTileElements = int64_t(3) << 22;
 constexpr int64_t kMinChunk = 256;
 
 at::ScalarType score_dtype(at::ScalarType input) {
@@ -51,16 +58,20 @@ void chunk_scores(const Tensor& query, const Tensor& chunk, Tensor& out) {
 }
 
 struct Exclusions {
-  Tensor flat_rows;  // row of each excluded id, times the chunk width (see mask_chunk)
-  Tensor ids;        // excluded label ids (int64), -1 entries ignored
+  Tensor rows;  // row of each excluded id (int64)
+  Tensor ids;   // excluded label ids (int64), -1 entries ignored
 };
 
-// Sets the scores of excluded ids inside [begin, begin + width) to -inf. Ids outside the chunk
-// write to a trash slot just past the [B, width] scores, so no data-dependent sizes (and no
-// host sync) are needed.
-void mask_chunk(const Exclusions& ex, Tensor& buffer, int64_t rows, int64_t begin, int64_t width) {
-  const Tensor inside = (ex.ids >= begin).logical_and_(ex.ids < begin + width);
-  const Tensor flat = at::where(inside, ex.flat_rows * width + (ex.ids - begin), rows * width);
+// Sets the scores of the ids excluded for rows [row_begin, row_begin + tile_rows) inside the
+// labels [begin, begin + width) to -inf. Other ids write to a trash slot just past the
+// [tile_rows, width] scores, so no data-dependent sizes (and no host sync) are needed.
+void mask_tile(const Exclusions& ex, Tensor& buffer, int64_t row_begin, int64_t tile_rows,
+               int64_t begin, int64_t width) {
+  const Tensor inside = (ex.ids >= begin).logical_and_(ex.ids < begin + width)
+                            .logical_and_(ex.rows >= row_begin)
+                            .logical_and_(ex.rows < row_begin + tile_rows);
+  const Tensor flat =
+      at::where(inside, (ex.rows - row_begin) * width + (ex.ids - begin), tile_rows * width);
   buffer.index_fill_(0, flat, -std::numeric_limits<double>::infinity());
 }
 
@@ -84,43 +95,65 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   const at::ScalarType acc = score_dtype(query.scalar_type());
   if (exclude_indptr) {  // checked even for an empty batch: a bad CSR is an error at any size
     check_csr_layout(exclude_spec, *exclude_indptr, *exclude_indices, rows, query);
-    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels);
+    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels,
+                     /*want_max_row_length=*/false);
   }
   if (rows == 0) {
     return {at::empty({0, k}, query.options()), at::empty({0, k}, query.options().dtype(at::kLong))};
   }
 
+  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
+  // logic the GPU runs on machines without one.
+  const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
+  if (!generic && query.scalar_type() == at::kFloat && fused_topk_cpu_applies(rows)) {
+    Tensor values = at::empty({rows, k}, query.options());
+    Tensor indices = at::empty({rows, k}, query.options().dtype(at::kLong));
+    const auto as_long = [](const std::optional<Tensor>& t) {
+      return t ? std::optional<Tensor>(t->to(at::kLong).contiguous()) : std::nullopt;
+    };
+    fused_topk_cpu(query, weight, bias, as_long(exclude_indptr), as_long(exclude_indices), values, indices);
+    return {values, indices};
+  }
+
   std::optional<Exclusions> exclusions;
   if (exclude_indptr) {
     const Tensor lengths = (exclude_indptr->slice(0, 1) - exclude_indptr->slice(0, 0, rows)).to(at::kLong);
-    exclusions = Exclusions{
-        at::repeat_interleave(lengths),
-        exclude_indices->to(at::kLong)};
+    exclusions = Exclusions{at::repeat_interleave(lengths, std::optional<int64_t>(exclude_indices->numel())),
+                            exclude_indices->to(at::kLong)};
   }
 
   const Tensor lhs = query.is_cuda() ? query : query.to(acc);
   // Only the [L] bias is converted; the [L, d] weight is read in place, chunk by chunk.
   const std::optional<Tensor> bias_acc =
       bias ? std::optional<Tensor>(bias->to(acc)) : std::nullopt;
-  const int64_t chunk = std::min(labels, std::max(kMinChunk, kChunkElements / rows));
-  // One spare element past [rows, chunk] takes the masked writes of out-of-chunk exclusions.
-  Tensor buffer = at::empty({rows * chunk + 1}, query.options().dtype(acc));
-  // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the
-  // logic the GPU runs on machines without one.
-  const bool generic = query.is_cuda() || std::getenv("XCOPS_GENERIC_TOPK") != nullptr;
-  const auto best = generic ? make_aten_topk_accumulator(rows, k, buffer.options())
-                            : make_cpu_topk_accumulator(rows, k, acc);
-  for (int64_t begin = 0; begin < labels; begin += chunk) {
-    const int64_t width = std::min(chunk, labels - begin);
-    Tensor scores = buffer.narrow(0, 0, rows * width).view({rows, width});
-    chunk_scores(lhs, weight.narrow(0, begin, width), scores);
-    // Before the exclusions: an excluded label must stay -inf even with a bias of +inf.
-    if (bias_acc) scores.add_(bias_acc->narrow(0, begin, width));
-    if (exclusions) mask_chunk(*exclusions, buffer, rows, begin, width);
-    best->add(scores, begin);
+  const int64_t tile_elements = generic && uses_cuda_topk_kernel(query.options().dtype(acc), k)
+                                    ? kCudaKernelTileElements
+                                    : kTileElements;
+  const int64_t block_rows = std::min(rows, tile_elements / kMinChunk);
+  const int64_t chunk = std::min(labels, std::max(kMinChunk, tile_elements / block_rows));
+  // One spare element past [block_rows, chunk] takes the masked writes of other exclusions.
+  Tensor buffer = at::empty({block_rows * chunk + 1}, query.options().dtype(acc));
+  std::vector<Tensor> values, indices;
+  for (int64_t row_begin = 0; row_begin < rows; row_begin += block_rows) {
+    const int64_t tile_rows = std::min(block_rows, rows - row_begin);
+    const Tensor block = lhs.narrow(0, row_begin, tile_rows);
+    const auto best = generic ? make_aten_topk_accumulator(tile_rows, k, chunk, buffer.options())
+                              : make_cpu_topk_accumulator(tile_rows, k, acc);
+    for (int64_t begin = 0; begin < labels; begin += chunk) {
+      const int64_t width = std::min(chunk, labels - begin);
+      Tensor scores = buffer.narrow(0, 0, tile_rows * width).view({tile_rows, width});
+      chunk_scores(block, weight.narrow(0, begin, width), scores);
+      // Before the exclusions: an excluded label must stay -inf even with a bias of +inf.
+      if (bias_acc) scores.add_(bias_acc->narrow(0, begin, width));
+      if (exclusions) mask_tile(*exclusions, buffer, row_begin, tile_rows, begin, width);
+      best->add(scores, begin);
+    }
+    auto [block_values, block_indices] = best->finish();
+    values.push_back(block_values.to(query.scalar_type()));
+    indices.push_back(block_indices);
   }
-  auto [values, indices] = best->finish();
-  return {values.to(query.scalar_type()), indices};
+  if (values.size() == 1) return {values[0], indices[0]};
+  return {at::cat(values), at::cat(indices)};
 }
 
 std::tuple<Tensor, Tensor> dense_topk(const Tensor& query, const Tensor& weight, int64_t k,

@@ -1,14 +1,10 @@
-// Each row keeps up to 2k candidates above a running threshold (the k-th best score so far);
-// when the buffer fills, nth_element trims it back to k. After the first chunks almost no
-// score passes the threshold, so a chunk costs one compare per score.
-#include <ATen/Dispatch.h>
+// The CPU accumulator: a RowTopk per row, rows in parallel.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
-#include <algorithm>
-#include <limits>
 #include <vector>
 
+#include "topk/row_topk.h"
 #include "topk/topk_accumulator.h"
 
 namespace xcops::topk {
@@ -16,77 +12,45 @@ namespace {
 
 template <typename score_t>
 class CpuTopkAccumulator final : public TopkAccumulator {
-  struct Candidate {
-    score_t score;
-    int64_t label;
-  };
-  static bool better(const Candidate& a, const Candidate& b) {
-    return a.score > b.score || (a.score == b.score && a.label < b.label);
-  }
-
  public:
-  CpuTopkAccumulator(int64_t rows, int64_t k)
-      : k_(k), candidates_(rows), thresholds_(rows, -std::numeric_limits<score_t>::infinity()) {
-    for (auto& row : candidates_) row.reserve(2 * k);
-  }
+  CpuTopkAccumulator(int64_t rows, int64_t k) : k_(k), rows_(rows, RowTopk<score_t>(k)) {}
 
   void add(const at::Tensor& scores, int64_t begin) override {
     const int64_t width = scores.size(1);
     const score_t* data = scores.const_data_ptr<score_t>();
-    at::parallel_for(0, int64_t(candidates_.size()), std::max<int64_t>(1, 65536 / std::max<int64_t>(1, width)),
+    at::parallel_for(0, int64_t(rows_.size()), std::max<int64_t>(1, 65536 / std::max<int64_t>(1, width)),
                      [&](int64_t row_begin, int64_t row_end) {
-                       for (int64_t r = row_begin; r < row_end; ++r) add_row(r, data + r * width, width, begin);
+                       for (int64_t r = row_begin; r < row_end; ++r) {
+                         add_row(rows_[r], data + r * width, width, begin);
+                       }
                      });
   }
 
   std::tuple<at::Tensor, at::Tensor> finish() override {
-    const int64_t rows = candidates_.size();
+    const int64_t rows = rows_.size();
     at::Tensor values = at::empty({rows, k_}, at::CPU(c10::CppTypeToScalarType<score_t>::value));
     at::Tensor ids = at::empty({rows, k_}, at::CPU(at::kLong));
     score_t* v = values.data_ptr<score_t>();
     int64_t* id = ids.data_ptr<int64_t>();
     at::parallel_for(0, rows, 64, [&](int64_t row_begin, int64_t row_end) {
-      for (int64_t r = row_begin; r < row_end; ++r) {
-        auto& row = candidates_[r];
-        trim(row);
-        std::sort(row.begin(), row.end(), better);
-        for (int64_t j = 0; j < k_; ++j) {
-          const bool filled = j < int64_t(row.size());
-          v[r * k_ + j] = filled ? row[j].score : -std::numeric_limits<score_t>::infinity();
-          id[r * k_ + j] = filled ? row[j].label : -1;
-        }
-      }
+      for (int64_t r = row_begin; r < row_end; ++r) rows_[r].write(v + r * k_, id + r * k_);
     });
     return {values, ids};
   }
 
  private:
-  void add_row(int64_t r, const score_t* scores, int64_t width, int64_t begin) {
-    auto& row = candidates_[r];
-    score_t threshold = thresholds_[r];
+  static void add_row(RowTopk<score_t>& row, const score_t* scores, int64_t width, int64_t begin) {
+    score_t threshold = row.threshold();  // a local, so the loop is one compare per score
     for (int64_t j = 0; j < width; ++j) {
-      const score_t s = scores[j];
-      // `>=` lets a tie with the threshold in, so the lower label can win it; -inf (excluded)
-      // and NaN never pass.
-      if (s >= threshold && s != -std::numeric_limits<score_t>::infinity()) {
-        row.push_back({s, begin + j});
-        if (int64_t(row.size()) == 2 * k_) threshold = trim(row);
+      if (!(scores[j] < threshold)) {  // also NaN
+        row.offer(scores[j], begin + j);
+        threshold = row.threshold();
       }
     }
-    thresholds_[r] = threshold;
-  }
-
-  // Keeps the k best candidates; returns the new threshold (the k-th best, once k are known).
-  score_t trim(std::vector<Candidate>& row) const {
-    if (int64_t(row.size()) <= k_) return -std::numeric_limits<score_t>::infinity();
-    std::nth_element(row.begin(), row.begin() + (k_ - 1), row.end(), better);
-    row.resize(k_);
-    return row[k_ - 1].score;
   }
 
   int64_t k_;
-  std::vector<std::vector<Candidate>> candidates_;
-  std::vector<score_t> thresholds_;
+  std::vector<RowTopk<score_t>> rows_;
 };
 
 }  // namespace

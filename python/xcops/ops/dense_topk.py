@@ -33,8 +33,8 @@ def dense_topk(
     """The ``k`` labels with the highest score ``<query[b], weight[l]> + bias[l]``, best first.
 
     Exact: scores accumulate in float32 (float64 for float64 inputs). The ``[B, L]`` score
-    matrix is never built: labels are scored in chunks whose ``[B, chunk]`` scores take at
-    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result. The
+    matrix is never built: labels are scored in tiles of at most 16 MB of scores at any
+    ``B``, and each tile's top-k is merged into a running ``[B, k]`` result. The
     ``weight`` is read in place, never copied or extended by a bias column.
 
     Args:
@@ -48,8 +48,10 @@ def dense_topk(
     Returns:
         ``(values [B, k]`` in the query dtype, ``indices [B, k]`` int64). Where fewer than
         ``k`` labels remain after exclusion the last slots hold ``-inf`` and -1. A label
-        scoring ``-inf`` counts as no candidate. Not differentiable: re-score the returned ids
-        with :func:`xcops.shortlist_score` to train through them.
+        scoring ``-inf`` counts as no candidate. Ranking, identical on every device: NaN
+        ranks above every number (as ``torch.topk`` does); ties, NaNs included, go to the
+        lower label id (-0.0 ties +0.0). Not differentiable: re-score the returned ids with
+        :func:`xcops.shortlist_score` to train through them.
 
     Example:
         >>> import torch, xcops
@@ -78,7 +80,7 @@ def hard_negatives(
     NGAME's in-batch mining: ``labels`` holds the ``P`` label embeddings of the batch and
     ``positives`` the CSR tuple ``(indptr [B + 1], indices)`` of each row's positive columns
     in ``[0, P)``. Where fewer than ``k`` negatives exist the remaining slots hold index -1
-    and score ``-inf``.
+    and score ``-inf``. Ranked as :func:`dense_topk` ranks: NaN first, ties to the lower id.
 
     The selection runs on :func:`dense_topk` without gradient; the returned scores are then
     recomputed with :func:`xcops.shortlist_score`, so they are differentiable with respect to

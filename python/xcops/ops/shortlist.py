@@ -66,9 +66,12 @@ def shortlist_topk(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` best-scoring shortlisted labels of each query, best first.
 
-    Arguments as in :func:`shortlist_score`. Ties are broken by the lower label id. Slots
-    with no candidate left (short or padded rows, or ``k`` > K) hold value ``-inf`` and index
-    -1. Not differentiable (use :func:`shortlist_score` for training).
+    Arguments as in :func:`shortlist_score`. Ranked by the float32 scores (float64 for
+    float64 inputs); NaN ranks above every number (as ``torch.topk`` does); ties, NaNs
+    included, go to the lower label id, on every device. Slots with no candidate left (short
+    or padded rows, or ``k`` > K) hold value ``-inf`` and index -1. Memory is
+    O(nnz + B * k) whatever the row lengths. Not differentiable (use :func:`shortlist_score`
+    for training).
 
     Returns:
         ``(values [B, k]`` in the dtype of ``query``, ``indices [B, k]`` int64 label ids).

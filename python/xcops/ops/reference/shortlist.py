@@ -63,10 +63,10 @@ def shortlist_topk(
     grid_valid[rows, columns] = valid
     grid_labels[~grid_valid] = -1
     grid_scores[~grid_valid] = float("-inf")
-    # Three stable sorts, least significant key first: label ascending, score descending,
-    # valid entries before empty slots.
+    # Stable sorts, least significant key first: label ascending, score descending, NaN
+    # first (above every number, as torch.topk ranks it), valid entries before empty slots.
     order = torch.argsort(grid_labels, dim=1, stable=True)
-    for key in (-grid_scores, (~grid_valid).to(torch.int8)):
+    for key in (-grid_scores, (~torch.isnan(grid_scores)).to(torch.int8), (~grid_valid).to(torch.int8)):
         order = order.gather(1, torch.argsort(key.gather(1, order), dim=1, stable=True))
     top = order[:, :k]
     return grid_scores.gather(1, top).to(query.dtype), grid_labels.gather(1, top)

@@ -1,4 +1,9 @@
-"""References of dense_topk and hard_negatives: the full score matrix, masked, then topk."""
+"""References of dense_topk and hard_negatives: the full score matrix, masked, then sorted.
+
+The ranking rule of every xcops top-k: higher score first, NaN above every number (as
+``torch.topk`` ranks it), ties (NaNs included) to the lower label id. A stable descending
+sort is exactly that rule.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,12 @@ def _mask_csr(scores: torch.Tensor, csr) -> torch.Tensor:
     return masked
 
 
+def _ranked(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    values, indices = torch.sort(scores, dim=1, descending=True, stable=True)
+    values, indices = values[:, :k], indices[:, :k]
+    return values, indices.masked_fill(torch.isneginf(values), -1)
+
+
 def dense_topk(
     query: torch.Tensor,
     weight: torch.Tensor,
@@ -32,8 +43,7 @@ def dense_topk(
         scores = scores + bias.to(acc)
     if exclude is not None:
         scores = _mask_csr(scores, exclude)
-    values, indices = torch.topk(scores, k, dim=1)
-    indices = indices.masked_fill(torch.isneginf(values), -1)
+    values, indices = _ranked(scores, k)
     return values.to(query.dtype), indices
 
 
@@ -41,10 +51,7 @@ def hard_negatives(query, labels, positives, k):
     """Reference of :func:`xcops.hard_negatives` (differentiable through the scores)."""
     acc = torch.float64 if query.dtype == torch.float64 else torch.float32
     scores = _mask_csr(query.to(acc) @ labels.to(acc).T, positives)
-    searched = min(k, labels.shape[0])
-    values, indices = torch.topk(scores, searched, dim=1)
-    empty = torch.isneginf(values)
-    pad = k - searched
+    pad = k - min(k, labels.shape[0])
+    values, indices = _ranked(scores, k)
     values = torch.nn.functional.pad(values, (0, pad), value=float("-inf")).to(query.dtype)
-    indices = torch.nn.functional.pad(indices.masked_fill(empty, -1), (0, pad), value=-1)
-    return values, indices
+    return values, torch.nn.functional.pad(indices, (0, pad), value=-1)
