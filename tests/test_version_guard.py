@@ -55,6 +55,7 @@ def test_other_torch_release_is_an_import_error_naming_both(built):
     assert msg.startswith("ImportError: xcops was built for torch"), out
     assert built in msg and torch.__version__ in msg
     assert f"pip install torch=={built.split('+')[0]}" in msg and "--no-build-isolation" in msg
+    assert "+pt" + torch.__version__.split("+")[0].replace(".", "") in msg  # the wheel to get instead
 
 
 def test_same_release_with_another_local_label_imports():
@@ -71,7 +72,7 @@ def test_cuda_build_on_torch_without_matching_cuda_is_an_import_error(running_cu
     assert msg.startswith("ImportError: this xcops build has CUDA kernels"), out
     assert torch.__version__ in msg and "CUDA 13.0" in msg
     assert ("has no CUDA" if running_cuda is None else "has CUDA 12.8") in msg
-    assert "CPU-only xcops wheel" in msg
+    assert "xcops wheel made for your torch (xcops-*+pt" in msg
 
 
 def test_extension_that_fails_to_load_is_wrapped_with_versions_and_fix():
@@ -103,4 +104,4 @@ def test_cpu_only_build_has_a_refusing_cuda_kernel_for_every_op():
     ops = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("xcops::")]
     assert ops
     for name in ops:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA"), name
+        assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(name, "CUDA"), name

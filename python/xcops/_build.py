@@ -20,6 +20,12 @@ def _cuda_major(version) -> str:
     return (version or "").split(".")[0]
 
 
+def _wheel_label(torch_version: str, cuda) -> str:
+    """The local version label of the xcops wheels for this torch (cmake/torch_pin.py)."""
+    tag = "cu" + cuda.replace(".", "") if cuda else "cpu"
+    return "+pt" + "".join(c for c in _release(torch_version) if c.isalnum()) + tag
+
+
 def check_torch(config) -> None:
     """Raise ImportError unless the running torch is one this build can load into."""
     built, running = config.TORCH_VERSION, torch.__version__
@@ -28,14 +34,15 @@ def check_torch(config) -> None:
             f"xcops was built for torch {built}, but torch {running} is installed; its compiled "
             f"kernels only load into the torch release they were built for. Fix: "
             f"pip install torch=={_release(built)}, or install the xcops wheel made for torch "
-            f"{_release(running)}, or rebuild xcops against this torch: {_REBUILD}")
+            f"{running} (xcops-*{_wheel_label(running, torch.version.cuda)}-*.whl), or rebuild xcops against this torch: {_REBUILD}")
     if config.WITH_CUDA and _cuda_major(torch.version.cuda) != _cuda_major(config.TORCH_CUDA_VERSION):
         has = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
         raise ImportError(
             f"this xcops build has CUDA kernels for torch {built} with CUDA "
             f"{config.TORCH_CUDA_VERSION}, but the installed torch {running} has {has}. Fix: "
             f"install torch {_release(built)} built with CUDA {config.TORCH_CUDA_VERSION}, or the "
-            f"CPU-only xcops wheel (+pt...cpu) made for your torch, or rebuild: {_REBUILD}")
+            f"xcops wheel made for your torch (xcops-*{_wheel_label(running, torch.version.cuda)}-*.whl), "
+            f"or rebuild: {_REBUILD}")
 
 
 def _refuse_cuda(qualified_name: str, config):
@@ -43,8 +50,8 @@ def _refuse_cuda(qualified_name: str, config):
         raise RuntimeError(
             f"{qualified_name} was called on CUDA tensors, but this xcops build is CPU-only (built "
             f"for torch {config.TORCH_VERSION}; running torch {torch.__version__} with CUDA "
-            f"{torch.version.cuda}). Fix: install the xcops CUDA wheel (+pt...cu...) for your torch, "
-            f"or rebuild with nvcc on the PATH: XCOPS_CUDA=ON {_REBUILD}")
+            f"{torch.version.cuda}). Fix: install the xcops CUDA wheel for your torch "
+            f"(xcops-*{_wheel_label(torch.__version__, torch.version.cuda)}-*.whl), or rebuild with nvcc on the PATH: XCOPS_CUDA=ON {_REBUILD}")
 
     return kernel
 
@@ -58,7 +65,7 @@ def register_cuda_refusals(config, namespace: str = "xcops") -> None:
     library = torch.library.Library(namespace, "IMPL")
     for qualified in torch._C._dispatch_get_all_op_names():
         op_namespace, _, name = qualified.partition("::")
-        if op_namespace == namespace and not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA"):
+        if op_namespace == namespace and not torch._C._dispatch_has_computed_kernel_for_dispatch_key(qualified, "CUDA"):
             library.impl(name, _refuse_cuda(qualified, config), "CUDA")
     _refusals.append(library)
 
