@@ -15,8 +15,9 @@ import xcops
 from xcops import _build, _build_config
 
 
-def import_xcops(built_torch, built_cuda=None, running_cuda="real", block_extension=False):
-    """Import xcops in a subprocess with faked build facts; returns (returncode, output)."""
+def import_xcops(built_torch, built_cuda=None, running_cuda="real", blocked=()):
+    """Import xcops in a subprocess with faked build facts; returns (returncode, output).
+    The modules in ``blocked`` fail to import: a _C that cannot load, a build without the facts."""
     fake = textwrap.dedent(f"""
         import sys, types
         import torch
@@ -28,8 +29,7 @@ def import_xcops(built_torch, built_cuda=None, running_cuda="real", block_extens
         config.WITH_CUDA = {built_cuda is not None!r}
         config.CUDA_VERSION = config.CUDA_ARCHS = ""
         sys.modules["xcops._build_config"] = config
-        if {block_extension!r}:
-            sys.modules["xcops._C"] = None  # its import now fails, as a mismatched _C would
+        sys.modules.update(dict.fromkeys({blocked!r}))
         import xcops
         print("imported", xcops.build_info()["torch_version"])
     """)
@@ -76,11 +76,19 @@ def test_cuda_build_on_torch_without_matching_cuda_is_an_import_error(running_cu
 
 
 def test_extension_that_fails_to_load_is_wrapped_with_versions_and_fix():
-    code, out = import_xcops(torch.__version__, block_extension=True)
+    code, out = import_xcops(torch.__version__, blocked=("xcops._C",))
     assert code != 0
     msg = last_line(out)
     assert msg.startswith("ImportError: xcops's compiled extension"), out
     assert msg.count(torch.__version__) == 2 and "pip install torch==" in msg
+
+
+def test_missing_build_facts_ask_for_a_rebuild():
+    code, out = import_xcops(torch.__version__, blocked=("xcops._build_config",))
+    assert code != 0
+    msg = last_line(out)
+    assert msg.startswith("ImportError: xcops._build_config is missing"), out
+    assert "--no-build-isolation" in msg
 
 
 def test_cpu_only_build_refuses_cuda_calls_by_name():

@@ -76,7 +76,8 @@ def load_extension():
         from . import _build_config as config
     except ModuleNotFoundError as e:
         raise ImportError(
-            f"xcops is not built (no xcops._build_config next to the sources). Fix: {_REBUILD}") from e
+            f"xcops._build_config is missing: xcops is not built, or was built by an older version "
+            f"that did not record its torch. Fix: {_REBUILD}") from e
     check_torch(config)
     try:
         from . import _C
