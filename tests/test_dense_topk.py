@@ -25,13 +25,13 @@ def _problem(batch, labels, dim, dtype, device, gen):
     return query, weight
 
 
-def assert_same_topk(got, want, query, weight, dtype):
+def assert_same_topk(got, want, query, weight, dtype, bias=None):
     """Values equal; ids may differ only between labels of equal score."""
     (values, ids), (want_values, want_ids) = got, want
     assert ids.dtype == torch.int64 and values.dtype == dtype
     torch.testing.assert_close(values, want_values, **tolerance(dtype))
     assert torch.equal(ids < 0, want_ids < 0)
-    full = (query.double() @ weight.double().T).to(dtype)
+    full = (query.double() @ weight.double().T + (0 if bias is None else bias.double())).to(dtype)
     filled = ids >= 0
     torch.testing.assert_close(full.gather(1, ids.clamp_min(0))[filled], values[filled], **tolerance(dtype))
     assert (values[:, 1:] <= values[:, :-1]).all(), "values must be sorted descending"
@@ -46,6 +46,44 @@ def test_matches_mm_topk(device, rng, dtype, shape, k):
     got = xcops.dense_topk(query, weight, k)
     assert got[0].shape == (shape[0], k)
     assert_same_topk(got, reference.dense_topk(query, weight, k), query, weight, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k", [((1, 1, 1), 1), ((7, 129, 5), 5), ((4096, 3000, 8), 10), ((0, 10, 4), 3)],
+                         ids=str)
+def test_bias_matches_reference(device, rng, dtype, shape, k):
+    query, weight = _problem(*shape, dtype, device, rng)
+    # A bias on the scale of the scores, so it reorders the labels.
+    bias = (3 * torch.randn(shape[1], generator=rng)).to(dtype).to(device)
+    got = xcops.dense_topk(query, weight, k, bias=bias)
+    assert_same_topk(got, reference.dense_topk(query, weight, k, bias=bias), query, weight, dtype, bias)
+    if shape[0] and shape[1] > k:
+        assert not torch.equal(got[1], xcops.dense_topk(query, weight, k)[1])
+
+
+def test_bias_dominates_and_exclusions_win_over_it(device, rng):
+    query, weight = _problem(6, 500, 8, torch.float32, device, rng)
+    bias = torch.zeros(500, device=device)
+    bias[[17, 400]] = 1e4
+    bias[3] = float("inf")
+    exclude = (torch.tensor([0, 1, 1, 1, 1, 1, 1], device=device), torch.tensor([3], device=device))
+    values, ids = xcops.dense_topk(query, weight, 3, exclude=exclude, bias=bias)
+    assert ids[0, :2].tolist() == [400, 17] or ids[0, :2].tolist() == [17, 400]
+    assert ids[0, 2] != 3 and (ids[1:, 0] == 3).all() and torch.isposinf(values[1:, 0]).all()
+
+
+@pytest.mark.parametrize(
+    "bias,pattern",
+    [
+        (lambda w: w[:, 0].double(), "bias has dtype Double but query has dtype Float"),
+        (lambda w: w[:-1, 0].contiguous(), "bias must have L = 50 entries .*got 49"),
+        (lambda w: w[:, :2].contiguous(), "bias must be 1-D, got shape \\[50, 2\\]"),
+    ],
+)
+def test_bad_bias(bias, pattern):
+    query, weight = torch.randn(5, 8), torch.randn(50, 8)
+    with pytest.raises(RuntimeError, match=pattern):
+        xcops.dense_topk(query, weight, 2, bias=bias(weight))
 
 
 @pytest.mark.parametrize("batch", [9, 4096])
@@ -133,6 +171,7 @@ def test_opcheck(device, rng):
     indptr, indices = make_csr(5, 50, 4, device, rng)
     torch.library.opcheck(torch.ops.xcops.dense_topk.default, (query, weight, 4, None, None))
     torch.library.opcheck(torch.ops.xcops.dense_topk.default, (query, weight, 4, indptr, indices))
+    torch.library.opcheck(torch.ops.xcops.dense_topk.default, (query, weight, 4, None, None, weight[:, 0].contiguous()))
     torch.library.opcheck(torch.ops.xcops.hard_negatives.default, (query, weight[:7], indptr.clamp(max=0) + 0, indices[:0], 9))
     labels_indptr, labels_indices = make_csr(5, 7, 3, device, rng)
     torch.library.opcheck(torch.ops.xcops.hard_negatives.default, (query, weight[:7], labels_indptr, labels_indices, 3))

@@ -59,6 +59,24 @@ def test_bad_k(k):
         xcops.shortlist_topk(*_inputs("cpu"), k=k)
 
 
+def test_indices_are_checked_before_indptr():
+    # A padded shortlist's indptr is derived from it on its device: the user's tensor is the
+    # one a mismatch must name (on CUDA the first bad property is the device, see below).
+    query, weight, shortlist = _inputs("cpu")
+    indptr = torch.arange(4) * 4
+    with pytest.raises(RuntimeError, match="shortlist indices must be int32 or int64, got Float"):
+        torch.ops.xcops.shortlist_score(query, weight, indptr.float(), shortlist.flatten().float())
+
+
+def test_device_checks_switch_keeps_clear_messages_on_cpu():
+    query, weight, shortlist = _inputs("cpu")
+    with xcops.device_checks():
+        assert xcops.set_device_checks(True) is True
+        with pytest.raises(RuntimeError, match="must be < the number of labels"):
+            xcops.shortlist_score(query, weight, shortlist + 100)
+    assert xcops.set_device_checks(False) is False
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_mixed_devices():
     query, weight, shortlist = _inputs("cpu")

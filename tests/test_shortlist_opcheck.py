@@ -34,6 +34,27 @@ def test_opcheck_backward_ops(device, rng):
     torch.library.opcheck(ops.shortlist_score_backward_query.default, (grad, weight, indptr, indices))
     torch.library.opcheck(ops.shortlist_score_backward_weight.default, (grad, query, indptr, indices),
                           test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops.shortlist_score_backward_weight_dense.default,
+                          (grad, query, indptr, indices, 30))
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_dense_weight_gradient_matches_compact(device, rng, index_dtype):
+    # Padded layout with -1 padding and duplicates, and a CSR with empty rows: the dense op is
+    # the compact op scattered into zeros, and rejects ids past num_labels.
+    query, weight, shortlist, _ = make_problem(9, 7, 23, 13, torch.float32, device, rng,
+                                               index_dtype=index_dtype)
+    indptr = torch.arange(10, device=device, dtype=index_dtype) * 7
+    for indptr, indices in ((indptr, shortlist.flatten()), make_csr(9, 23, 6, device, rng, index_dtype)):
+        grad = torch.randn(indices.numel(), generator=rng).to(device)
+        labels, rows, bias = ops.shortlist_score_backward_weight(grad, query, indptr, indices)
+        dense_rows, dense_bias = ops.shortlist_score_backward_weight_dense(grad, query, indptr, indices, 23)
+        assert torch.equal(dense_rows, torch.zeros_like(dense_rows).index_copy_(0, labels, rows))
+        assert torch.equal(dense_bias, torch.zeros_like(dense_bias).index_copy_(0, labels, bias))
+        if indices.numel():
+            with pytest.raises(RuntimeError, match="ids must be < "):
+                ops.shortlist_score_backward_weight_dense(grad, query, indptr, indices,
+                                                          int(indices.max()))
 
 
 def test_compile_fullgraph(device, rng):

@@ -7,16 +7,18 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/equal.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/repeat_interleave.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 #ifdef XCOPS_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -38,21 +40,19 @@ Tensor unit_rows(const Tensor& t) {
 }
 
 // x as unit rows in the accumulation precision (float64 stays float64; zero rows stay zero),
-// checking on the way that x is finite: a NaN or Inf makes its row's norm NaN or Inf.
+// checking on the way that x is finite. Each row is first divided by its largest magnitude:
+// the squares of a row of tiny values (norm < 1e-12, or subnormal) would underflow and those
+// of huge ones overflow, and either would make the clusters depend on the scale of x.
 Tensor checked_unit_rows(const char* op, const Tensor& x) {
-  Tensor xw = x.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-  Tensor norms = at::linalg_vector_norm(xw, 2, {1}, /*keepdim=*/true, std::nullopt);
-  if (!at::isfinite(norms).all().item<bool>()) {
-    const Tensor finite_rows = at::isfinite(x).all(1);
-    if (!finite_rows.all().item<bool>()) {
-      const int64_t row = finite_rows.logical_not().nonzero()[0][0].item<int64_t>();
-      TORCH_CHECK(false, op, ": x must be finite, but row ", row, " contains NaN or Inf");
-    }
-    // Finite rows whose squared norm overflows: scale them down first.
-    xw = xw / xw.abs().amax(1, /*keepdim=*/true).clamp_min(1e-30);
-    return unit_rows(xw);
+  const Tensor xw = x.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const Tensor peak = xw.abs().amax(1, /*keepdim=*/true);  // NaN and Inf propagate
+  if (!at::isfinite(peak).all().item<bool>()) {
+    const int64_t row = at::isfinite(peak).logical_not().nonzero()[0][0].item<int64_t>();
+    TORCH_CHECK(false, op, ": x must be finite, but row ", row, " contains NaN or Inf");
   }
-  return xw / norms.clamp_min(1e-12);
+  const Tensor scaled = xw / at::where(peak > 0, peak, at::ones_like(peak));
+  const Tensor norms = at::linalg_vector_norm(scaled, 2, {1}, /*keepdim=*/true, std::nullopt);
+  return scaled / at::where(norms > 0, norms, at::ones_like(norms));
 }
 
 #ifdef XCOPS_WITH_CUDA
@@ -129,6 +129,46 @@ struct Level {
   Tensor offsets_device, node_of_pos, right_of_pos;
 };
 
+// The order that sorts the positions of a level by (node, score), ties in canonical order.
+Tensor split_order(const Tensor& scores, const Level& level) {
+  if (scores.scalar_type() == at::kDouble) {
+    // 64 bits cannot hold a node id and a float64 score: stable-sort by score, then stably
+    // by node. Adding +0 turns -0 into +0, which must tie with it as on the CPU.
+    const Tensor by_score = std::get<1>(at::sort(scores + 0.0, /*stable=*/true, 0, false));
+    const Tensor nodes = level.node_of_pos.index_select(0, by_score);
+    return by_score.index_select(0, std::get<1>(at::sort(nodes, /*stable=*/true, 0, false)));
+  }
+  Tensor keys = at::empty(scores.sizes(), level.node_of_pos.options());
+  pack_split_keys_cuda(scores, level.node_of_pos, keys);
+  // Stable: equal scores keep canonical (point id) order, as on the CPU.
+  return std::get<1>(at::sort(keys, /*stable=*/true, 0, /*descending=*/false));
+}
+
+// Whether each iteration's split changed, read by the host one iteration late: the flag of
+// iteration t is copied to pinned memory behind t's kernels and read once t + 1 is queued,
+// so the GPU never idles waiting for the host. A fixed point repeats itself, so the extra
+// iteration changes nothing.
+class LaggedFlags {
+ public:
+  explicit LaggedFlags(int64_t n)
+      : host_(at::empty({n}, at::TensorOptions().dtype(at::kBool).pinned_memory(true))),
+        ready_(static_cast<size_t>(n)) {}
+
+  void push(int64_t t, const Tensor& flag) {
+    host_.narrow(0, t, 1).copy_(flag.reshape({1}), /*non_blocking=*/true);
+    ready_[t].record();
+  }
+
+  bool get(int64_t t) {
+    ready_[t].synchronize();
+    return host_.const_data_ptr<bool>()[t];
+  }
+
+ private:
+  Tensor host_;
+  std::vector<at::cuda::CUDAEvent> ready_;
+};
+
 // Unit centroids [2 * nodes, d] (left, right of each node) of one split, and, through
 // `points`, the canonical order of the next level.
 Tensor split_level(const Tensor& xn, Tensor& points, const Level& level, int64_t level_index,
@@ -143,20 +183,19 @@ Tensor split_level(const Tensor& xn, Tensor& points, const Level& level, int64_t
   }
   Tensor centres = xn.index_select(0, points.index_select(0, to_device(seed_pos, points.options())));
   Tensor side;  // by canonical position: in the right child
+  LaggedFlags changed(iters);
   for (int64_t t = 0; t < iters; ++t) {
     const Tensor pairs = centres.view({nodes, 2, d});
     const Tensor direction = (pairs.select(1, 1) - pairs.select(1, 0)).contiguous();
     // A node is a "query" whose shortlist is its points: the shortlist scoring kernel.
     Tensor scores = at::empty({n}, xn.options());
     shortlist::score_cuda(direction, xn, level.offsets_device, points, std::nullopt, scores);
-    Tensor keys = at::empty({n}, points.options());
-    pack_split_keys_cuda(scores, level.node_of_pos, keys);
-    // Stable: equal scores keep canonical (point id) order, as on the CPU.
-    const Tensor order = std::get<1>(at::sort(keys, /*stable=*/true, 0, /*descending=*/false));
+    const Tensor order = split_order(scores, level);
     Tensor new_side = at::empty_like(level.right_of_pos).index_copy_(0, order, level.right_of_pos);
-    if (t > 0 && at::equal(new_side, side)) break;  // a fixed point for every node
+    if (t > 0) changed.push(t, new_side.ne(side).any());
     side = new_side;
     centres = unit_rows(level.sums(xn, points.index_select(0, order)));
+    if (t > 1 && !changed.get(t - 1)) break;  // every node was at a fixed point by t - 1
   }
   const Tensor child = level.node_of_pos * 2 + side.to(at::kLong);
   points = points.index_select(0, std::get<1>(at::sort(child, /*stable=*/true, 0, false)));

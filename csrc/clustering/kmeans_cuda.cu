@@ -1,6 +1,5 @@
 // CUDA kernel of balanced k-means: the sort keys of a level-wide split. The rest of the GPU
 // algorithm composes existing kernels (clustering_ops.cpp).
-#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,13 +14,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename scalar_t>
-__global__ void pack_split_keys_kernel(const scalar_t* __restrict__ scores,
+__global__ void pack_split_keys_kernel(const float* __restrict__ scores,
                                        const int64_t* __restrict__ node_of_pos,
                                        int64_t* __restrict__ keys, int64_t n) {
   const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= n) return;
-  const float score = float(scores[p]);
+  const float score = scores[p];
   // -0 and +0 must tie, as they do in the CPU's comparison.
   const uint32_t bits = score == 0.0f ? 0u : __float_as_uint(score);
   // Unsigned order of `ordered` is float order: flip all bits of negatives, set the sign bit
@@ -38,13 +36,13 @@ void pack_split_keys_cuda(const at::Tensor& scores, const at::Tensor& node_of_po
   const int64_t n = scores.numel();
   if (n == 0) return;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
-  AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "pack_split_keys_cuda", [&] {
-    pack_split_keys_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0,
-                                       c10::cuda::getCurrentCUDAStream()>>>(
-        scores.const_data_ptr<scalar_t>(), node_of_pos.const_data_ptr<int64_t>(),
-        keys.data_ptr<int64_t>(), n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  TORCH_CHECK(scores.scalar_type() == at::kFloat, "pack_split_keys_cuda: float32 scores only, got ",
+              scores.scalar_type());
+  pack_split_keys_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
+                           c10::cuda::getCurrentCUDAStream()>>>(
+      scores.const_data_ptr<float>(), node_of_pos.const_data_ptr<int64_t>(),
+      keys.data_ptr<int64_t>(), n);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace xcops::clustering

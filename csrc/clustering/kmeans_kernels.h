@@ -60,8 +60,9 @@ void balanced_kmeans_cpu(const at::Tensor& xn, int64_t depth, int64_t iters, uin
 
 #ifdef XCOPS_WITH_CUDA
 // Sort keys of the split: keys[p] = node_of_pos[p] * 2^32 + the order-preserving bits of
-// float(scores[p]), so an ascending sort groups positions by node, then by score. Scores are
-// float32 or float64 [N]; node_of_pos and keys are int64 [N]; node ids < 2^31.
+// scores[p], so an ascending sort groups positions by node, then by score. Scores are float32
+// [N] (float64 scores do not fit beside a node id: they sort in two passes instead);
+// node_of_pos and keys are int64 [N]; node ids < 2^31.
 void pack_split_keys_cuda(const at::Tensor& scores, const at::Tensor& node_of_pos,
                           const at::Tensor& keys);
 #endif

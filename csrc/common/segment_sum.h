@@ -1,6 +1,7 @@
 #pragma once
-// Ordered, deterministic segmented sums of scaled rows: the weight gradient of the shortlist
-// ops and the centroid update of balanced k-means are both this. Segment s covers positions
+// Ordered, deterministic segmented sums of scaled rows: the CPU weight gradient of the
+// shortlist ops and the GPU centroid update of balanced k-means are both this (the CUDA
+// weight gradient has its own warp-per-label kernel in shortlist_cuda.cu). Segment s covers positions
 // [offsets[s], offsets[s+1]) of a sorted order:
 //   out_rows[s]   = sum_t coeff[coeff_index[t]] * source[source_index[t]]
 //   out_coeffs[s] = sum_t coeff[coeff_index[t]]

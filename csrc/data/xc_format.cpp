@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -31,6 +32,28 @@ struct Csr {  // `data` stays empty for BoW labels, whose values are implicitly 
 };
 
 inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+// `text` in single quotes for an error message: printable ASCII as is, every other byte as
+// \xNN, so a message quoting a NUL or non-UTF-8 byte is still valid UTF-8, and at most
+// kQuoted bytes of a long token.
+std::string quote(std::string_view text) {
+  constexpr size_t kQuoted = 40;
+  static const char* hex = "0123456789abcdef";
+  std::string out(1, '\'');
+  for (size_t i = 0; i < std::min(text.size(), kQuoted); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out.push_back(char(c));
+    } else {
+      out += "\\x";
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  if (text.size() > kQuoted) out += "...";
+  out.push_back('\'');
+  return out;
+}
 
 // Walks the content line by line; `line` is 1-based so error messages match an editor's.
 class Lines {
@@ -84,32 +107,65 @@ class Cursor {
     return int64_t(value);
   }
 
+  // A value in the one number syntax both readers accept (README, "Number syntax"):
+  // [+-]? (digits [. digits*] | . digits) ([eE] [+-]? digits)?, read as the nearest double and
+  // then rounded to float32. No inf, nan, hex or digit separators. A value too small for
+  // float32 rounds to 0 (and is dropped later as an explicit zero); one too large is an error.
   float value() {
     const char* start = p_;
-    if (p_ < end_ && *p_ == '+') ++p_;  // from_chars rejects a leading '+', other writers emit it
-    float v = 0.0f;
-    auto [ptr, ec] = std::from_chars(p_, end_, v);
-    if (ptr == p_ || ec == std::errc::invalid_argument) {
-      p_ = start;
+    const char* q = p_;
+    if (q < end_ && (*q == '+' || *q == '-')) ++q;
+    int64_t lead = 0;  // decimal exponent of the first significant digit, plus one
+    bool significant = false, point = false;
+    int64_t digits = 0;
+    for (; q < end_; ++q) {
+      if (*q == '.' && !point) {
+        point = true;
+      } else if (*q >= '0' && *q <= '9') {
+        ++digits;
+        if (*q != '0' && !significant) significant = true;
+        if (!point && significant) ++lead;
+        if (point && !significant) --lead;
+      } else {
+        break;
+      }
+    }
+    if (digits == 0) fail("non-numeric value " + found());
+    int64_t exponent = 0;
+    if (q < end_ && (*q == 'e' || *q == 'E')) {
+      const char* e = q + 1;
+      bool negative = false;
+      if (e < end_ && (*e == '+' || *e == '-')) negative = *e++ == '-';
+      if (e >= end_ || *e < '0' || *e > '9') fail("non-numeric value " + found());
+      for (; e < end_ && *e >= '0' && *e <= '9'; ++e) {
+        exponent = std::min<int64_t>(exponent * 10 + (*e - '0'), int64_t(1) << 40);
+      }
+      if (negative) exponent = -exponent;
+      q = e;
+    }
+    if (q < end_ && !is_space(*q)) fail("non-numeric value " + found());
+    double v = 0.0;
+    // from_chars takes no '+'; the span is already known to be a valid number.
+    const char* first = (*start == '+') ? start + 1 : start;
+    auto [ptr, ec] = std::from_chars(first, q, v);
+    if (ec == std::errc::result_out_of_range) {
+      if (lead + exponent > 0) fail("value " + token() + " is out of float32 range");
+      v = 0.0;  // below the smallest double: rounds to 0 in float32 too
+    } else if (ptr != q) {
       fail("non-numeric value " + found());
     }
-    // Out of range: from_chars leaves v unset; an XC value that overflows float is an error.
-    if (ec == std::errc::result_out_of_range) {
-      p_ = start;
-      fail("value " + token() + " is out of float32 range");
-    }
-    p_ = ptr;
-    return v;
+    const float f = static_cast<float>(v);
+    if (std::isinf(f)) fail("value " + token() + " is out of float32 range");
+    p_ = q;
+    return f;
   }
 
-  // The token that ends at the next space or separator, for quoting in messages.
+  // The token that ends at the next space or separator, quoted for an error message.
   std::string token() const {
     const char* q = p_;
     while (q < end_ && !is_space(*q) && *q != ',' && (q == p_ || *q != ':')) ++q;
     if (q == p_ && q < end_) ++q;
-    std::string quoted(1, '\'');
-    quoted.append(p_, q).push_back('\'');
-    return quoted;
+    return quote(std::string_view(p_, size_t(q - p_)));
   }
   std::string found() const {
     if (p_ >= end_) return "end of line";
@@ -129,7 +185,7 @@ std::vector<int64_t> parse_header(Lines& lines, int count, const char* layout) {
   std::string_view text;
   if (!lines.next(text)) throw ParseError{1, std::string("missing header (expected '") + layout + "')"};
   auto invalid = [&] {
-    return ParseError{1, "invalid header '" + std::string(text) + "' (expected '" + layout + "')"};
+    return ParseError{1, "invalid header " + quote(text) + " (expected '" + layout + "')"};
   };
   Cursor cur(text, 1);
   std::vector<int64_t> header;

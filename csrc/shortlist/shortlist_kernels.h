@@ -27,6 +27,16 @@ namespace xcops::shortlist {
 XCOPS_SHORTLIST_KERNELS(cpu)
 #ifdef XCOPS_WITH_CUDA
 XCOPS_SHORTLIST_KERNELS(cuda)
+
+// The weight gradient over the entries sorted by label (sorted_labels ascending with the -1
+// padding first, order[t] = the entry at sorted position t). For the run of label l >= 0 that
+// starts at position t: rows[dest] = sum over the run, in run order, of grad[e] * query[row(e)],
+// bias[dest] = the sum of grad[e], and labels[dest] = l when labels is given; dest is
+// run_dest[t], or l itself without run_dest. One warp per run, no atomics, no host sync.
+void backward_weight_cuda(const at::Tensor& grad, const at::Tensor& query, const at::Tensor& indptr,
+                          const at::Tensor& sorted_labels, const at::Tensor& order,
+                          const std::optional<at::Tensor>& run_dest, const at::Tensor& rows,
+                          const at::Tensor& bias, const std::optional<at::Tensor>& labels);
 #endif
 #undef XCOPS_SHORTLIST_KERNELS
 

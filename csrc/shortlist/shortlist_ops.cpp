@@ -42,7 +42,8 @@ constexpr CsrSpec shortlist_spec(const char* op) {
 
 CsrFacts check_score_args(const char* op, const Tensor& query, const Tensor& weight,
                           const Tensor& indptr, const Tensor& indices,
-                          const std::optional<Tensor>& bias) {
+                          const std::optional<Tensor>& bias,
+                          bool want_max_row_length = true) {
   check_float_tensor(op, "query", query, 2);
   check_float_tensor(op, "weight", weight, 2);
   check_same_dtype(op, "weight", weight, "query", query);
@@ -58,7 +59,7 @@ CsrFacts check_score_args(const char* op, const Tensor& query, const Tensor& wei
                 " entries (weight.size(0)), got ", bias->numel());
   }
   check_csr_layout(shortlist_spec(op), indptr, indices, query.size(0), query);
-  return check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0));
+  return check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0), want_max_row_length);
 }
 
 void check_grad(const char* op, const Tensor& grad, const Tensor& indices, const Tensor& like) {
@@ -72,7 +73,8 @@ void check_grad(const char* op, const Tensor& grad, const Tensor& indices, const
 Tensor shortlist_score(const Tensor& query, const Tensor& weight, const Tensor& indptr,
                        const Tensor& indices, const std::optional<Tensor>& bias,
                        bool /*sparse_grad: only shapes the backward*/) {
-  check_score_args("xcops.shortlist_score", query, weight, indptr, indices, bias);
+  check_score_args("xcops.shortlist_score", query, weight, indptr, indices, bias,
+                   /*want_max_row_length=*/false);
   Tensor scores = at::empty({indices.numel()}, query.options());
   if (indices.numel() > 0) {
     XCOPS_ON_DEVICE(query, score, query, weight, indptr, indices, bias, scores);
@@ -134,7 +136,8 @@ Tensor shortlist_score_backward_query(const Tensor& grad, const Tensor& weight,
   check_float_tensor(op, "weight", weight, 2);
   check_grad(op, grad, indices, weight);
   check_csr_layout(shortlist_spec(op), indptr, indices, indptr.numel() - 1, weight);
-  check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0));
+  check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0),
+                   /*want_max_row_length=*/false);
   Tensor grad_query = at::empty({indptr.numel() - 1, weight.size(1)}, weight.options());
   if (grad_query.numel() > 0) {
     XCOPS_ON_DEVICE(weight, backward_query, grad, weight, indptr, indices, grad_query);
@@ -142,18 +145,27 @@ Tensor shortlist_score_backward_query(const Tensor& grad, const Tensor& weight,
   return grad_query;
 }
 
-std::tuple<Tensor, Tensor, Tensor> shortlist_score_backward_weight(const Tensor& grad,
-                                                                   const Tensor& query,
-                                                                   const Tensor& indptr,
-                                                                   const Tensor& indices) {
-  const char* op = "xcops.shortlist_score_backward_weight";
+// The entries sorted by label, stably: each label's entries keep their original order, so
+// its gradient is summed in the same order on every run (and -1 padding sorts first).
+std::tuple<Tensor, Tensor> sort_by_label(const Tensor& indices) {
+  auto [sorted_labels, order] = at::sort(indices, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  return {sorted_labels.contiguous(), order.contiguous()};
+}
+
+void check_weight_grad_args(const char* op, const Tensor& grad, const Tensor& query,
+                            const Tensor& indptr, const Tensor& indices, int64_t num_ids) {
   check_float_tensor(op, "query", query, 2);
   check_grad(op, grad, indices, query);
   check_csr_layout(shortlist_spec(op), indptr, indices, query.size(0), query);
-  check_csr_values(shortlist_spec(op), indptr, indices, std::numeric_limits<int64_t>::max());
-  // A stable sort groups the entries of each label while keeping their original order, so
-  // every label's gradient is summed in the same order on every run.
-  auto [sorted_labels, order] = at::sort(indices, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  check_csr_values(shortlist_spec(op), indptr, indices, num_ids, /*want_max_row_length=*/false);
+}
+
+// The compact gradient on the CPU: the run offsets come from unique_consecutive, then one
+// ordered segmented sum.
+std::tuple<Tensor, Tensor, Tensor> compact_weight_grad_cpu(const Tensor& grad, const Tensor& query,
+                                                           const Tensor& indptr,
+                                                           const Tensor& indices) {
+  auto [sorted_labels, order] = sort_by_label(indices);
   auto [labels, inverse, counts] = at::unique_consecutive(sorted_labels, false, true);
   Tensor offsets = at::cat({at::zeros({1}, counts.options()), at::cumsum(counts, 0)});
   if (labels.numel() > 0 && labels[0].item<int64_t>() < 0) {  // padding sorts first
@@ -171,6 +183,67 @@ std::tuple<Tensor, Tensor, Tensor> shortlist_score_backward_weight(const Tensor&
   return {labels, grad_rows, grad_bias};
 }
 
+#ifdef XCOPS_WITH_CUDA
+// The compact gradient on CUDA: each run's output slot is the running count of run heads,
+// all on the device; the one host sync is the number of unique labels, the size of the result.
+std::tuple<Tensor, Tensor, Tensor> compact_weight_grad_cuda(const Tensor& grad, const Tensor& query,
+                                                            const Tensor& indptr,
+                                                            const Tensor& indices) {
+  auto [sorted_labels, order] = sort_by_label(indices);
+  const int64_t nnz = sorted_labels.numel();
+  Tensor heads = sorted_labels >= 0;
+  if (nnz > 1) {
+    heads.slice(0, 1).logical_and_(sorted_labels.slice(0, 1) != sorted_labels.slice(0, 0, nnz - 1));
+  }
+  const Tensor run_dest = heads.cumsum(0) - 1;  // int64
+  const int64_t unique = nnz > 0 ? run_dest[nnz - 1].item<int64_t>() + 1 : 0;
+  Tensor labels = at::empty({unique}, query.options().dtype(at::kLong));
+  Tensor grad_rows = at::empty({unique, query.size(1)}, query.options());
+  Tensor grad_bias = at::empty({unique}, query.options());
+  if (unique > 0) {
+    backward_weight_cuda(grad, query, indptr, sorted_labels, order, run_dest, grad_rows, grad_bias,
+                         labels);
+  }
+  return {labels, grad_rows, grad_bias};
+}
+#endif
+
+std::tuple<Tensor, Tensor, Tensor> shortlist_score_backward_weight(const Tensor& grad,
+                                                                   const Tensor& query,
+                                                                   const Tensor& indptr,
+                                                                   const Tensor& indices) {
+  check_weight_grad_args("xcops.shortlist_score_backward_weight", grad, query, indptr, indices,
+                         std::numeric_limits<int64_t>::max());
+  return XCOPS_ON_DEVICE(query, compact_weight_grad, grad, query, indptr, indices);
+}
+
+std::tuple<Tensor, Tensor> shortlist_score_backward_weight_dense(const Tensor& grad,
+                                                                 const Tensor& query,
+                                                                 const Tensor& indptr,
+                                                                 const Tensor& indices,
+                                                                 int64_t num_labels) {
+  const char* op = "xcops.shortlist_score_backward_weight_dense";
+  TORCH_CHECK(num_labels >= 0, op, ": num_labels must be >= 0, got ", num_labels);
+  // The ids address rows of the output: an id >= num_labels would be a wild write.
+  check_weight_grad_args(op, grad, query, indptr, indices, num_labels);
+  Tensor grad_weight = at::zeros({num_labels, query.size(1)}, query.options());
+  Tensor grad_bias = at::zeros({num_labels}, query.options());
+#ifdef XCOPS_WITH_CUDA
+  if (query.is_cuda()) {
+    // Each label's run writes its own output row: no compaction, so no sync.
+    auto [sorted_labels, order] = sort_by_label(indices);
+    backward_weight_cuda(grad, query, indptr, sorted_labels, order, std::nullopt, grad_weight,
+                         grad_bias, std::nullopt);
+    return {grad_weight, grad_bias};
+  }
+#endif
+  auto [labels, rows, bias] = compact_weight_grad_cpu(grad, query, indptr, indices);
+  // Each label appears once in `labels`, so the copy is deterministic.
+  grad_weight.index_copy_(0, labels, rows);
+  grad_bias.index_copy_(0, labels, bias);
+  return {grad_weight, grad_bias};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(xcops, CPU, m) {
@@ -178,6 +251,7 @@ TORCH_LIBRARY_IMPL(xcops, CPU, m) {
   m.impl("shortlist_topk", &shortlist_topk);
   m.impl("shortlist_score_backward_query", &shortlist_score_backward_query);
   m.impl("shortlist_score_backward_weight", &shortlist_score_backward_weight);
+  m.impl("shortlist_score_backward_weight_dense", &shortlist_score_backward_weight_dense);
 }
 
 #ifdef XCOPS_WITH_CUDA
@@ -186,6 +260,7 @@ TORCH_LIBRARY_IMPL(xcops, CUDA, m) {
   m.impl("shortlist_topk", &shortlist_topk);
   m.impl("shortlist_score_backward_query", &shortlist_score_backward_query);
   m.impl("shortlist_score_backward_weight", &shortlist_score_backward_weight);
+  m.impl("shortlist_score_backward_weight_dense", &shortlist_score_backward_weight_dense);
 }
 #endif
 

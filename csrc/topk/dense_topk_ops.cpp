@@ -1,6 +1,6 @@
 // Exact maximum-inner-product top-k over all labels, streaming over label chunks so the
 // [B, L] score matrix never exists: per chunk one GEMM into a reused [B, chunk] buffer (fp32
-// or fp64 output), excluded ids masked to -inf, and the chunk folded into a running per-row
+// or fp64 output), the bias added, excluded ids masked to -inf, and the chunk folded into a running per-row
 // top-k (topk_accumulator.h).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
@@ -78,17 +78,20 @@ void check_query_and_labels(const char* op, const char* labels_name, const Tenso
 std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Tensor& query,
                                           const Tensor& weight, int64_t k,
                                           const std::optional<Tensor>& exclude_indptr,
-                                          const std::optional<Tensor>& exclude_indices) {
+                                          const std::optional<Tensor>& exclude_indices,
+                                          const std::optional<Tensor>& bias) {
   const int64_t rows = query.size(0), labels = weight.size(0);
   const at::ScalarType acc = score_dtype(query.scalar_type());
+  if (exclude_indptr) {  // checked even for an empty batch: a bad CSR is an error at any size
+    check_csr_layout(exclude_spec, *exclude_indptr, *exclude_indices, rows, query);
+    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels);
+  }
   if (rows == 0) {
     return {at::empty({0, k}, query.options()), at::empty({0, k}, query.options().dtype(at::kLong))};
   }
 
   std::optional<Exclusions> exclusions;
   if (exclude_indptr) {
-    check_csr_layout(exclude_spec, *exclude_indptr, *exclude_indices, rows, query);
-    check_csr_values(exclude_spec, *exclude_indptr, *exclude_indices, labels);
     const Tensor lengths = (exclude_indptr->slice(0, 1) - exclude_indptr->slice(0, 0, rows)).to(at::kLong);
     exclusions = Exclusions{
         at::repeat_interleave(lengths),
@@ -96,6 +99,9 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
   }
 
   const Tensor lhs = query.is_cuda() ? query : query.to(acc);
+  // Only the [L] bias is converted; the [L, d] weight is read in place, chunk by chunk.
+  const std::optional<Tensor> bias_acc =
+      bias ? std::optional<Tensor>(bias->to(acc)) : std::nullopt;
   const int64_t chunk = std::min(labels, std::max(kMinChunk, kChunkElements / rows));
   // One spare element past [rows, chunk] takes the masked writes of out-of-chunk exclusions.
   Tensor buffer = at::empty({rows * chunk + 1}, query.options().dtype(acc));
@@ -108,6 +114,8 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
     const int64_t width = std::min(chunk, labels - begin);
     Tensor scores = buffer.narrow(0, 0, rows * width).view({rows, width});
     chunk_scores(lhs, weight.narrow(0, begin, width), scores);
+    // Before the exclusions: an excluded label must stay -inf even with a bias of +inf.
+    if (bias_acc) scores.add_(bias_acc->narrow(0, begin, width));
     if (exclusions) mask_chunk(*exclusions, buffer, rows, begin, width);
     best->add(scores, begin);
   }
@@ -117,16 +125,24 @@ std::tuple<Tensor, Tensor> streaming_topk(const CsrSpec& exclude_spec, const Ten
 
 std::tuple<Tensor, Tensor> dense_topk(const Tensor& query, const Tensor& weight, int64_t k,
                                       const std::optional<Tensor>& exclude_indptr,
-                                      const std::optional<Tensor>& exclude_indices) {
+                                      const std::optional<Tensor>& exclude_indices,
+                                      const std::optional<Tensor>& bias) {
   const char* op = "xcops.dense_topk";
   check_query_and_labels(op, "weight", query, weight);
+  if (bias) {
+    check_float_tensor(op, "bias", *bias, 1);
+    check_same_dtype(op, "bias", *bias, "query", query);
+    check_same_device(op, "bias", *bias, "query", query);
+    TORCH_CHECK(bias->numel() == weight.size(0), op, ": bias must have L = ", weight.size(0),
+                " entries (weight.size(0)), got ", bias->numel());
+  }
   TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
   TORCH_CHECK(k <= weight.size(0), op, ": k = ", k, " exceeds the number of labels L = ",
               weight.size(0), " (weight.size(0))");
   TORCH_CHECK(exclude_indptr.has_value() == exclude_indices.has_value(), op,
               ": pass both exclude_indptr and exclude_indices, or neither");
   return streaming_topk({op, "exclude", "the number of labels L (weight.size(0))"}, query, weight,
-                        k, exclude_indptr, exclude_indices);
+                        k, exclude_indptr, exclude_indices, bias);
 }
 
 std::tuple<Tensor, Tensor> hard_negatives(const Tensor& query, const Tensor& labels,
@@ -141,7 +157,7 @@ std::tuple<Tensor, Tensor> hard_negatives(const Tensor& query, const Tensor& lab
   const int64_t searched = std::min(k, labels.size(0));
   auto [scores, negatives] =
       streaming_topk({op, "positives", "the number of labels P (labels.size(0))"}, query, labels,
-                     searched, positives_indptr, positives_indices);
+                     searched, positives_indptr, positives_indices, std::nullopt);
   if (searched == k) return {scores, negatives};
   const int64_t rows = query.size(0);
   return {at::cat({scores, at::full({rows, k - searched}, -std::numeric_limits<double>::infinity(),

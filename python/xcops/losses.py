@@ -37,10 +37,12 @@ def triplet_ohnm(
             (multi-positive aware: none of them is used as a negative).
     """
     batch = query.shape[0]
-    anchor = shortlist_score(query, labels, positive.view(batch, 1)).float()
+    # bf16/fp16 scores are compared in float32; float64 stays float64 (gradcheck needs it).
+    acc = torch.promote_types(query.dtype, torch.float32)
+    anchor = shortlist_score(query, labels, positive.view(batch, 1)).to(acc)
     negative_scores, negatives = hard_negatives(query, labels, positives, k)
     present = negatives >= 0
-    negative_scores = negative_scores.float().masked_fill(~present, 0.0)
+    negative_scores = negative_scores.to(acc).masked_fill(~present, 0.0)
     loss = torch.relu(negative_scores - anchor + margin) * present
     if temperature is not None:
         logits = (negative_scores / temperature).masked_fill(~present, float("-inf"))

@@ -8,7 +8,10 @@ A run directory holds ``config.json``, ``metrics.json``, the checkpoint (``model
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +19,26 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import METADATA, WEIGHTS, load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
+from .data.synthetic import make_synthetic
+from .distributed.launch import launched_world_size
 from .metrics import evaluate, inv_propensity
-from .models import get_model
+from .models import MODELS, get_model
+from .models.ngame import NGAMEOptions
+from .models.syncxml import SyncXMLOptions
+from .progress import progress_bar
+
+
+class ConfigError(ValueError):
+    """A config key, flag or option with a bad type or value: a usage error, found before
+    any work is done."""
+
+
+# Model name -> parser of its model_args (raising ValueError on unknown or bad keys); the
+# default model takes none.
+_MODEL_OPTIONS = {"syncxml": SyncXMLOptions.parse, "ngame": NGAMEOptions.parse}
 
 
 @dataclass
@@ -51,17 +68,97 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """A validated config (see :meth:`validate`); bad keys or values raise ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config is a mapping of keys to values, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first key with a wrong type or value, and checks
+        everything a run needs up front (model options, device, ``out``), so nothing fails
+        after training and nothing is written before the config is known to be good."""
+        for key, (kind, low) in _FIELD_RULES.items():
+            _check_field(key, getattr(self, key), kind, low)
+        if self.model not in MODELS:
+            raise ConfigError(f"model: unknown model {self.model!r}; available: {sorted(MODELS)}")
+        if self.model in _MODEL_OPTIONS:
+            try:
+                _MODEL_OPTIONS[self.model](self.model_args)
+            except ValueError as err:
+                raise ConfigError(f"model_args: {err}") from None
+        elif self.model_args:
+            raise ConfigError(f"model_args: the {self.model} model takes no model_args, got "
+                              f"{sorted(self.model_args)}")
+        allowed = set(inspect.signature(make_synthetic).parameters) - {"seed"}
+        for key, value in self.synthetic.items():
+            if key not in allowed:
+                raise ConfigError(f"synthetic: unknown key {key!r}; known: {sorted(allowed)}")
+        resolve_device(self.device)
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"out: {out} exists and is not a directory")
+
+
+# field -> (type, smallest allowed value or None); bool is never taken for a number.
+_FIELD_RULES = {
+    "data": (str, None), "out": (str, None), "model": (str, None), "model_args": (dict, None),
+    "dim": (int, 1), "epochs": (int, 1), "batch_size": (int, 1), "lr": (float, 0.0),
+    "random_negatives": (int, 0), "max_len": (int, 1), "min_count": (int, 1),
+    "max_vocab": ("optional int", 2), "fused": (bool, None), "device": (str, None),
+    "seed": (int, 0), "eval_batch_size": (int, 1), "top_k": (int, 1),
+    "propensity_a": (float, None), "propensity_b": (float, None), "synthetic": (dict, None),
+}
+
+
+def _check_field(key: str, value, kind, low) -> None:
+    if kind == "optional int":
+        if value is None:
+            return
+        kind = int
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a finite number"
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        expected = "an integer"
+    else:
+        ok = isinstance(value, kind)
+        expected = {str: "a string", dict: "a mapping", bool: "true or false"}[kind]
+    if not ok:
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    if low is not None:
+        if kind is float and low == 0.0 and value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value!r}")
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value!r}")
+    if key == "seed" and value >= 2**32:
+        raise ConfigError(f"seed must be < 2^32, got {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device that exists here (ConfigError
+    otherwise)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device: {name!r} asked for, but no CUDA GPU is available")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device: {name!r} asked for, but only {count} CUDA GPU(s) exist")
+    elif device.type != "cpu":
+        raise ConfigError(f"device: {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
 
 
 def resolve_data(cfg: TrainConfig) -> Path:
@@ -90,6 +187,11 @@ def load_splits(cfg: TrainConfig, data_dir: Path, tokenizer=None):
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Trains ``cfg.model``, evaluates it on the test split, saves the run; returns the metrics."""
+    cfg.validate()
+    if launched_world_size() > 1:  # one of the processes of `xcops train --nproc N`
+        from .train_distributed import train_distributed
+
+        return train_distributed(cfg, progress)
     set_seeds(cfg.seed)
     device = resolve_device(cfg.device)
     data_dir = resolve_data(cfg)
@@ -118,27 +220,68 @@ def save_run(cfg: TrainConfig, model, tokenizer, metrics: dict, data_dir: Path) 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    # A reused run directory must not keep the tokenizer of an earlier run.
     if isinstance(tokenizer, SimpleTokenizer):
-        (out / "vocab.json").write_text(tokenizer.to_json())
+        kind = VOCAB
+        shutil.rmtree(out / HF_TOKENIZER, ignore_errors=True)
+        (out / VOCAB).write_text(tokenizer.to_json())
     else:
-        tokenizer.save_pretrained(str(out / "tokenizer"))
+        kind = HF_TOKENIZER
+        (out / VOCAB).unlink(missing_ok=True)
+        shutil.rmtree(out / HF_TOKENIZER, ignore_errors=True)
+        tokenizer.save_pretrained(str(out / HF_TOKENIZER))
     save_checkpoint(out, model, dict(model=model.name, model_config=model.metadata(), data=str(data_dir),
-                                     max_len=cfg.max_len))
+                                     max_len=cfg.max_len, tokenizer=kind))
+
+
+VOCAB, HF_TOKENIZER = "vocab.json", "tokenizer"
 
 
 def load_run(run_dir, device="cpu"):
-    """``(model, tokenizer, metadata)`` of a saved run, ready for prediction."""
-    state, meta = load_checkpoint(run_dir)
-    model = get_model(meta["model"]).from_metadata(meta["model_config"])
-    model.load_state_dict(state)
+    """``(model, tokenizer, metadata)`` of a saved run, ready for prediction. A damaged or
+    inconsistent run directory raises ValueError naming the file."""
+    target = resolve_device(device)
     run = Path(run_dir)
-    if (run / "vocab.json").exists():
-        tokenizer = SimpleTokenizer.from_json((run / "vocab.json").read_text())
-    else:
-        from transformers import AutoTokenizer
+    state, meta = load_checkpoint(run)
+    where = run / METADATA
+    if meta["model"] not in MODELS:
+        raise ValueError(f"{where}: unknown model {meta['model']!r}; available: {sorted(MODELS)}")
+    try:
+        model = get_model(meta["model"]).from_metadata(meta["model_config"])
+    except Exception as err:  # any constructor failure means model.json is not what we wrote
+        raise ValueError(f"{where}: model_config does not fit the {meta['model']} model ({_first_line(err)})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{run / WEIGHTS} does not match {where} ({_first_line(err)})") from None
+    return model.to(target).eval(), _load_tokenizer(run, meta.get("tokenizer")), meta
 
-        tokenizer = AutoTokenizer.from_pretrained(str(run / "tokenizer"))
-    return model.to(resolve_device(device)).eval(), tokenizer, meta
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _load_tokenizer(run: Path, kind: Optional[str]):
+    # Runs saved before model.json named their tokenizer: whichever of the two exists.
+    if kind is None:
+        kind = VOCAB if (run / VOCAB).exists() else HF_TOKENIZER
+    if kind not in (VOCAB, HF_TOKENIZER):
+        raise ValueError(f"{run / METADATA}: unknown tokenizer {kind!r} (expected {VOCAB} or {HF_TOKENIZER})")
+    path = run / kind
+    if not path.exists():
+        raise ValueError(f"{run} has no tokenizer: {kind} is missing")
+    if kind == VOCAB:
+        try:
+            return SimpleTokenizer.from_json(path.read_text(encoding="utf-8"))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path}: not a vocabulary written by xcops ({_first_line(err)})") from None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:  # transformers raises many kinds for a broken folder
+        raise ValueError(f"{path}: not a loadable tokenizer folder ({_first_line(err)})") from None
 
 
 def compare_training_speed(cfg: TrainConfig, steps: int = 20, progress: bool = True) -> dict:
@@ -159,7 +302,7 @@ def compare_training_speed(cfg: TrainConfig, steps: int = 20, progress: bool = T
         generator = torch.Generator().manual_seed(cfg.seed)
         name = "fused" if fused else "reference"
         elapsed = 0.0
-        for step, batch in enumerate(tqdm(batches, desc=f"speed ({name})", disable=not progress)):
+        for step, batch in enumerate(progress_bar(batches, desc=f"speed ({name})", disable=not progress)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

@@ -77,10 +77,12 @@ def pecos_available():
     return True
 
 
-def methods_for(device):
+def methods_for(device, anchors=True):
     if device.type == "cuda":
-        return [("xcops", run_xcops), ("node-by-node torch", run_reference)]
+        return [("xcops", run_xcops)] + ([("node-by-node torch", run_reference)] if anchors else [])
     methods = [("xcops", run_xcops)]
+    if not anchors:
+        return methods
     if pecos_available():
         methods.append(("PECOS", run_pecos))
     else:
@@ -88,11 +90,11 @@ def methods_for(device):
     return methods
 
 
-def bench(n, d, leaf_size, device, seeds):
+def bench(n, d, leaf_size, device, seeds, anchors=True):
     x = mixture(n, d).to(device)
     clusters = clusters_for_leaf_size(n, leaf_size)
     rows = []
-    for name, method in methods_for(device):
+    for name, method in methods_for(device, anchors):
         method(x[: 4 * leaf_size], leaf_size, 0)  # warm up: kernels, allocator, thread pools
         times, quality = [], []
         for seed in range(seeds):
@@ -124,6 +126,8 @@ def main(argv=None):
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every N by this")
     parser.add_argument("--seeds", type=int, default=1,
                         help="run seeds 0..S-1 and average (the quality of one run varies with its seed)")
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="xcops only: skip PECOS and the node-by-node loop (43 s on an H100 at N=1.3M)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
 
@@ -136,7 +140,8 @@ def main(argv=None):
     for index in args.problem or range(len(PROBLEMS)):
         n, d, leaf_size = PROBLEMS[index]
         for device in devices:
-            rows += bench(max(2 * leaf_size, int(n * args.scale)), d, leaf_size, device, args.seeds)
+            rows += bench(max(2 * leaf_size, int(n * args.scale)), d, leaf_size, device, args.seeds,
+                          anchors=not args.no_anchors)
     print(format_table(rows, COLUMNS))
     if args.json:
         with open(args.json, "w") as f:

@@ -1,8 +1,8 @@
-"""Models and heads built on the xcops ops; ``MODELS`` maps ``xcops train --model`` names."""
+"""Models built on the xcops ops and layers; ``MODELS`` maps ``xcops train --model`` names."""
 
 from .base import XCModel
 from .bow import BowXC
-from .heads import ShortlistClassifier, masked_bce_with_logits
+from .heads import init_bias_from_label_rates, masked_bce_with_logits
 from .inceptionxml import InceptionXML
 from .ngame import NGAME
 from .syncxml import SyncXML
@@ -21,9 +21,9 @@ __all__ = [
     "InceptionXML",
     "MODELS",
     "NGAME",
-    "ShortlistClassifier",
     "SyncXML",
     "XCModel",
     "get_model",
+    "init_bias_from_label_rates",
     "masked_bce_with_logits",
 ]

@@ -1,7 +1,7 @@
 """A small bag-of-words XC model: the default model of ``xcops train``.
 
 Token embeddings averaged per text (an ``EmbeddingBag``), a residual MLP, and a
-:class:`ShortlistClassifier` head scored only on a per-batch shortlist of labels. Both the
+:class:`xcops.nn.ShortlistLinear` head scored only on a per-batch shortlist of labels. Both the
 embeddings and the classifier take sparse gradients, so one step touches only the rows of the
 tokens and labels in the batch. Inference is exact over all labels with ``dense_topk``.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import XCTextDataset
-from ..ops.dense_topk import dense_topk
+from ..nn import ShortlistLinear
+from ..progress import progress_bar
 from .base import XCModel
-from .heads import ShortlistClassifier, masked_bce_with_logits
+from .heads import init_bias_from_label_rates, masked_bce_with_logits
 
 
 def batch_shortlist(indptr, indices, num_labels, random_negatives, generator):
@@ -45,13 +45,13 @@ class BowXC(XCModel):
             self.embed.weight[pad_id].zero_()
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.norm = nn.LayerNorm(dim)
-        self.classifier = ShortlistClassifier(num_labels, dim, sparse_grad=fused, fused=fused)
+        self.classifier = ShortlistLinear(num_labels, dim, fused=fused)
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, dim=dim, pad_id=pad_id)
 
     @classmethod
     def create(cls, cfg, train_set) -> "BowXC":
         model = cls(len(train_set.tokenizer), train_set.num_labels, cfg.dim, train_set.pad_token_id, cfg.fused)
-        model.classifier.init_bias_from_label_rates(train_set.labels)
+        init_bias_from_label_rates(model.classifier.bias, train_set.labels)
         return model
 
     def metadata(self) -> dict:
@@ -69,10 +69,7 @@ class BowXC(XCModel):
         return self.classifier(self.encode(input_ids), shortlist)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        params = [self.embed.weight]
-        if self.classifier.sparse_grad:
-            params += [self.classifier.weight, self.classifier.bias]
-        return params
+        return [self.embed.weight, *self.classifier.sparse_parameters()]
 
     def train_step(self, optimizers, batch, random_negatives, generator, device) -> torch.Tensor:
         ids, indptr, indices = batch
@@ -87,7 +84,7 @@ class BowXC(XCModel):
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=XCTextDataset.collate, generator=generator)
         for epoch in range(cfg.epochs):
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             running = None
             for batch in bar:
                 loss = self.train_step(optimizers, batch, cfg.random_negatives, generator, device).item()
@@ -97,17 +94,14 @@ class BowXC(XCModel):
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
-        """Exact top-k over all labels; the bias rides along as one more dimension:
-        ``<[q, 1], [w, b]> = <q, w> + b``."""
+        """Exact top-k over all labels (``dense_topk`` with the bias)."""
         was_training = self.training
         self.eval()
-        head = self.classifier
-        weight = torch.cat([head.weight, head.bias.unsqueeze(1)], 1).contiguous()
-        k = min(k, weight.shape[0])
+        k = min(k, self.classifier.num_labels)
         out = []
-        for start in tqdm(range(0, len(input_ids), batch_size), desc="predict", unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(input_ids), batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
             query = self.encode(input_ids[start : start + batch_size].to(device))
-            query = torch.cat([query, torch.ones_like(query[:, :1])], 1)
-            out.append(dense_topk(query, weight, k)[1].cpu())
+            out.append(self.classifier.topk(query, k)[1].cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64)

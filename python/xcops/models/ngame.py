@@ -6,7 +6,7 @@ mini-batching, then per-label classifiers on its frozen embeddings.
   refreshed from the current query embeddings on a schedule) plus one sampled positive label per
   query; the batch's labels are the union of those positives, so every other query's label is
   an in-batch negative, and a hard one because the queries are alike. The loss is
-  :func:`xcops.losses.triplet_ohnm` over the ``num_negatives`` hardest of them; a label that is a
+  :class:`xcops.nn.HardNegativeTripletLoss` over the ``num_negatives`` hardest of them; a label that is a
   positive of a query is never its negative (multi-positive aware).
 - M4: the encoder is frozen; one classifier vector per label, initialised from its label
   embedding, is trained with BCE over each query's shortlist (its ``shortlist_size`` nearest
@@ -26,13 +26,13 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.samplers import ClusterBatchSampler
-from ..losses import triplet_ohnm
+from ..nn import HardNegativeTripletLoss, ShortlistLinear
 from ..ops.dense_topk import dense_topk
+from ..progress import progress_bar
 from .base import XCModel
-from .heads import ShortlistClassifier, masked_bce_with_logits
+from .heads import masked_bce_with_logits
 from .inceptionxml import pretrained_dir
 from .text_encoder import POOLINGS, TextEncoder
 
@@ -169,7 +169,7 @@ class NGAME(XCModel):
     def __init__(self, encoder: TextEncoder, num_labels: int, shortlist_size: int = 100, alpha: float = 0.5):
         super().__init__()
         self.encoder = encoder
-        self.classifier = ShortlistClassifier(num_labels, encoder.dim, sparse_grad=True)
+        self.classifier = ShortlistLinear(num_labels, encoder.dim)
         # Inference needs the label embeddings but not the label texts: the checkpoint keeps them.
         self.register_buffer("label_embeddings", torch.zeros(num_labels, encoder.dim))
         self.shortlist_size = shortlist_size
@@ -208,8 +208,8 @@ class NGAME(XCModel):
             queries = self.encoder(train_set.input_ids[batch.rows].to(device))
             labels = self.encoder(train_set.label_input_ids[batch.labels].to(device))
         positives = tuple(t.to(device) for t in batch.positives)
-        return triplet_ohnm(queries, labels, batch.positive.to(device), positives, options.num_negatives,
-                            options.margin, options.temperature)
+        criterion = HardNegativeTripletLoss(options.margin, options.num_negatives, options.temperature)
+        return criterion(queries, labels, batch.positive.to(device), positives)
 
     def m4_loss(self, queries: torch.Tensor, knn: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         shortlist, targets = m4_shortlist(knn, positives, len(self.label_embeddings))
@@ -239,8 +239,8 @@ class NGAME(XCModel):
                                              desc=f"M1 clustering {epoch + 1}")
                 sampler.update_clusters(queries, epoch)
             sampler.set_epoch(epoch)
-            bar = tqdm(sampler, desc=f"M1 epoch {epoch + 1}/{options.m1_epochs}", unit="batch",
-                       disable=not progress)
+            bar = progress_bar(sampler, desc=f"M1 epoch {epoch + 1}/{options.m1_epochs}", unit="batch",
+                               disable=not progress)
             for rows in bar:
                 batch = in_batch_labels(indptr, indices, torch.tensor(rows, dtype=torch.int64), generator)
                 if len(batch.rows) == 0:
@@ -270,12 +270,12 @@ class NGAME(XCModel):
     def fit_classifier(self, cfg, options, train_set, indptr, indices, generator, device, progress) -> dict:
         """M4: label classifiers on the frozen encoder, over each query's kNN shortlist."""
         queries, knn = self.m4_setup(train_set, cfg.eval_batch_size, device, progress)
-        optimizer = torch.optim.SparseAdam(self.classifier.parameters(), lr=options.lr_classifier)
+        optimizer = torch.optim.SparseAdam(self.classifier.sparse_parameters(), lr=options.lr_classifier)
         running = None
         for epoch in range(options.m4_epochs):
             order = torch.randperm(len(queries), generator=generator)
-            bar = tqdm(order.split(cfg.batch_size), desc=f"M4 epoch {epoch + 1}/{options.m4_epochs}", unit="batch",
-                       disable=not progress)
+            bar = progress_bar(order.split(cfg.batch_size), desc=f"M4 epoch {epoch + 1}/{options.m4_epochs}",
+                               unit="batch", disable=not progress)
             for rows in bar:
                 positives = csr_to_padded(*select_rows(indptr, indices, rows)).to(device)
                 loss = self.m4_loss(queries[rows.to(device)], knn[rows.to(device)], positives)
@@ -294,7 +294,8 @@ class NGAME(XCModel):
         self.eval()
         size = min(max(self.shortlist_size, k), len(self.label_embeddings))
         out = []
-        for start in tqdm(range(0, len(input_ids), batch_size), desc="predict", unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(input_ids), batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
             queries = self.encoder.embed(input_ids[start : start + batch_size], batch_size, device, progress=False)
             knn_scores, knn = dense_topk(queries, self.label_embeddings, size)
             logits = self.classifier(queries, knn)

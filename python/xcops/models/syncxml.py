@@ -2,7 +2,7 @@
 
 - The meta head scores every label *cluster* (balanced 2-means over PIFA label features,
   ``cluster_size`` labels at most per cluster) with a dense linear layer.
-- The extreme head is a :class:`ShortlistClassifier` over all labels, scored only on the labels
+- The extreme head is a :class:`xcops.nn.ShortlistLinear` over all labels, scored only on the labels
   of a row's top clusters, so a step touches ``top_clusters * cluster_size`` label vectors per row
   instead of all L (sparse gradients, SparseAdam).
 
@@ -23,12 +23,13 @@ from typing import Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data import XCTextDataset
+from ..nn import ShortlistLinear
 from ..ops.clustering import balanced_kmeans, clusters_for_leaf_size, clusters_to_csr
+from ..progress import progress_bar
 from .base import XCModel
-from .heads import ShortlistClassifier, masked_bce_with_logits
+from .heads import masked_bce_with_logits
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features
 
@@ -102,7 +103,7 @@ class SyncXML(XCModel):
         self.meta_hidden = ResidualHead(dim, dropout)
         self.meta = nn.Linear(dim, num_clusters)
         self.extreme_hidden = ResidualHead(dim, dropout)
-        self.extreme = ShortlistClassifier(num_labels, dim, sparse_grad=fused, fused=fused)
+        self.extreme = ShortlistLinear(num_labels, dim, fused=fused)
         # The clustering is part of the model: a checkpoint carries it.
         self.register_buffer("label_cluster", torch.zeros(num_labels, dtype=torch.int64))
         self.register_buffer("cluster_labels", torch.full((num_clusters, cluster_width), -1, dtype=torch.int64))
@@ -209,10 +210,7 @@ class SyncXML(XCModel):
         return extreme_loss + masked_bce_with_logits(meta_logits, cluster_targets)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        params = [self.encoder.embed.weight]
-        if self.extreme.sparse_grad:
-            params += [self.extreme.weight, self.extreme.bias]
-        return params
+        return [self.encoder.embed.weight, *self.extreme.sparse_parameters()]
 
     def train_step(self, optimizers, batch, detach_extreme: bool) -> torch.Tensor:
         return self.optimizer_step(optimizers, self.loss(*batch, detach_extreme=detach_extreme))
@@ -228,7 +226,7 @@ class SyncXML(XCModel):
         self.train()
         running = None
         for epoch in range(cfg.epochs):
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+            bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             for batch in bar:
                 loss = self.train_step(optimizers, batch, detach_extreme=epoch < options.detach_epochs).item()
                 running = loss if running is None else 0.95 * running + 0.05 * loss
@@ -243,7 +241,8 @@ class SyncXML(XCModel):
         self.eval()
         width = self.cluster_labels.shape[1]
         out = []
-        for start in tqdm(range(0, len(input_ids), batch_size), desc="predict", unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(input_ids), batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
             ids = input_ids[start : start + batch_size].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 meta_logits, clusters, shortlist, extreme_logits = self(ids)

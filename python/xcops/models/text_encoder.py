@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from ..progress import progress_bar
 
 POOLINGS = ("mean", "cls")
 
@@ -76,7 +77,8 @@ class TextEncoder(nn.Module):
         was_training = self.training
         self.eval()
         out = []
-        for start in tqdm(range(0, len(input_ids), batch_size), desc=desc, unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(input_ids), batch_size), desc=desc, unit="batch",
+                                  disable=not progress):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 out.append(self(input_ids[start : start + batch_size].to(device)))
         self.train(was_training)

@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import checks
+
 _ops = torch.ops.xcops
 
 
@@ -91,8 +93,12 @@ def balanced_kmeans(
         >>> centroids.shape, torch.bincount(assign).unique().tolist()
         (torch.Size([16, 16]), [62, 63])
     """
+    checks.dense_matrix("xcops.balanced_kmeans", "x", x)
     clusters = resolve_num_clusters(x, num_clusters, leaf_size)
-    return _ops.balanced_kmeans(x.contiguous(), clusters, iters, seed)
+    for name, value in (("iters", iters), ("seed", seed)):  # the op checks the value of iters
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not -(2**63) <= value < 2**63:
+            raise ValueError(f"{name} must be a 64-bit integer, got {value!r}")
+    return _ops.balanced_kmeans(x.contiguous(), clusters, int(iters), int(seed))
 
 
 def clusters_to_csr(assign: torch.Tensor, num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -134,4 +140,5 @@ def clusters_to_csr(assign: torch.Tensor, num_clusters: int) -> Tuple[torch.Tens
 
 @torch.library.register_fake("xcops::balanced_kmeans")
 def _balanced_kmeans_fake(x, num_clusters, iters, seed):
+    checks.balanced_kmeans_args("xcops.balanced_kmeans", x, num_clusters, iters)
     return x.new_empty(x.shape[0], dtype=torch.int64), x.new_empty(num_clusters, x.shape[1])

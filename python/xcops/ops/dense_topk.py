@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import checks
 from .csr import as_csr
 from .autocast import match_weight_dtype
 from .shortlist import shortlist_score
@@ -27,12 +28,14 @@ def dense_topk(
     weight: torch.Tensor,
     k: int,
     exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` labels with the highest inner product ``<query[b], weight[l]>``, best first.
+    """The ``k`` labels with the highest score ``<query[b], weight[l]> + bias[l]``, best first.
 
     Exact: scores accumulate in float32 (float64 for float64 inputs). The ``[B, L]`` score
     matrix is never built: labels are scored in chunks whose ``[B, chunk]`` scores take at
-    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result.
+    most 16 MB, and each chunk's top-k is merged into a running ``[B, k]`` result. The
+    ``weight`` is read in place, never copied or extended by a bias column.
 
     Args:
         query: ``[B, d]`` float tensor.
@@ -40,6 +43,7 @@ def dense_topk(
         k: ``1 <= k <= L``.
         exclude: optional CSR tuple ``(indptr [B + 1], indices)`` of label ids that must not be
             returned for each row (e.g. the known positives when mining negatives).
+        bias: optional ``[L]`` per-label bias, same dtype and device as ``weight``.
 
     Returns:
         ``(values [B, k]`` in the query dtype, ``indices [B, k]`` int64). Where fewer than
@@ -53,10 +57,14 @@ def dense_topk(
         >>> labels.shape
         torch.Size([4, 5])
     """
-    (query,) = match_weight_dtype(weight, query)
-    batch = query.shape[0] if query.dim() == 2 else -1
-    indptr, indices = _exclusion_csr(exclude, batch, "exclude")
-    return _ops.dense_topk(query.detach().contiguous(), weight.detach(), int(k), indptr, indices)
+    op = "xcops.dense_topk"
+    checks.dense_matrix(op, "query", query)
+    checks.dense_matrix(op, "weight", weight)
+    k = checks.k_within_labels(op, k, weight.shape[0])
+    query, bias = match_weight_dtype(weight, query, bias)
+    indptr, indices = _exclusion_csr(exclude, query.shape[0], "exclude")
+    bias = None if bias is None else bias.detach()
+    return _ops.dense_topk(query.detach().contiguous(), weight.detach(), k, indptr, indices, bias)
 
 
 def hard_negatives(
@@ -87,23 +95,28 @@ def hard_negatives(
         >>> bool((idx[0] != 0).all())
         True
     """
-    batch = query.shape[0] if query.dim() == 2 else -1
+    op = "xcops.hard_negatives"
+    checks.dense_matrix(op, "query", query)
+    checks.dense_matrix(op, "labels", labels)
+    k = checks.topk_k(op, k)
     if not isinstance(positives, (tuple, list)):
         raise TypeError("positives must be a CSR tuple (indptr [B + 1], indices [nnz])")
-    indptr, indices = _exclusion_csr(positives, batch, "positives")
+    indptr, indices = _exclusion_csr(positives, query.shape[0], "positives")
     (query_c,) = match_weight_dtype(labels, query)
-    _, negatives = _ops.hard_negatives(query_c.detach().contiguous(), labels.detach(), indptr, indices, int(k))
+    _, negatives = _ops.hard_negatives(query_c.detach().contiguous(), labels.detach(), indptr, indices, k)
     scores = shortlist_score(query, labels, negatives)
     return scores.masked_fill(negatives < 0, float("-inf")), negatives
 
 
 @torch.library.register_fake("xcops::dense_topk")
-def _dense_topk_fake(query, weight, k, exclude_indptr=None, exclude_indices=None):
+def _dense_topk_fake(query, weight, k, exclude_indptr=None, exclude_indices=None, bias=None):
+    checks.dense_topk_args("xcops.dense_topk", query, weight, k, exclude_indptr, exclude_indices, bias)
     rows = query.shape[0]
     return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)
 
 
 @torch.library.register_fake("xcops::hard_negatives")
 def _hard_negatives_fake(query, labels, positives_indptr, positives_indices, k):
+    checks.hard_negatives_args("xcops.hard_negatives", query, labels, positives_indptr, positives_indices, k)
     rows = query.shape[0]
     return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)

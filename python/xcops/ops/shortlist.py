@@ -11,8 +11,9 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import checks
 from .autocast import match_weight_dtype
-from .csr import Shortlist, as_csr
+from .csr import Shortlist, as_csr, shortlist_width
 
 _ops = torch.ops.xcops
 
@@ -48,8 +49,10 @@ def shortlist_score(
         >>> xcops.shortlist_score(query, weight, shortlist).shape
         torch.Size([2, 3])
     """
+    checks.dense_matrix("xcops.shortlist_score", "query", query)
+    checks.dense_matrix("xcops.shortlist_score", "weight", weight)
     query, bias = match_weight_dtype(weight, query, bias)
-    indptr, indices, padded_shape = as_csr(shortlist, query.shape[0] if query.dim() == 2 else -1)
+    indptr, indices, padded_shape = as_csr(shortlist, query.shape[0])
     scores = _ops.shortlist_score(query.contiguous(), weight, indptr, indices, bias, sparse_grad)
     return scores.view(padded_shape) if padded_shape is not None else scores
 
@@ -77,35 +80,60 @@ def shortlist_topk(
         >>> labels.shape
         torch.Size([2, 5])
     """
+    op = "xcops.shortlist_topk"
+    checks.dense_matrix(op, "query", query)
+    checks.dense_matrix(op, "weight", weight)
     query, bias = match_weight_dtype(weight, query, bias)
-    indptr, indices, _ = as_csr(shortlist, query.shape[0] if query.dim() == 2 else -1)
-    return _ops.shortlist_topk(query.contiguous(), weight, indptr, indices, int(k), bias)
+    indptr, indices, _ = as_csr(shortlist, query.shape[0])
+    # More slots than labels or than the longest possible row could only ever be padding.
+    limit = max(weight.shape[0], shortlist_width(shortlist, indices))
+    k = checks.topk_k(op, k, limit, "both the number of labels L and the shortlist width K")
+    return _ops.shortlist_topk(query.contiguous(), weight, indptr, indices, k, bias)
 
 
 @torch.library.register_fake("xcops::shortlist_score")
 def _score_fake(query, weight, indptr, indices, bias=None, sparse_grad=False):
+    checks.score_args("xcops.shortlist_score", query, weight, indptr, indices, bias)
     return query.new_empty(indices.shape[0])
 
 
 @torch.library.register_fake("xcops::shortlist_topk")
 def _topk_fake(query, weight, indptr, indices, k, bias=None):
+    op = "xcops.shortlist_topk"
+    checks.score_args(op, query, weight, indptr, indices, bias)
+    checks.topk_k(op, k)
+    if weight.shape[0] >= checks.MAX_TOPK_LABELS:
+        checks.fail(op, f"at most {checks.MAX_TOPK_LABELS - 1} labels are supported, got L = {weight.shape[0]}")
     rows = query.shape[0]
     return query.new_empty(rows, k), query.new_empty(rows, k, dtype=torch.int64)
 
 
 @torch.library.register_fake("xcops::shortlist_score_backward_query")
 def _backward_query_fake(grad_scores, weight, indptr, indices):
+    op = "xcops.shortlist_score_backward_query"
+    checks.float_tensor(op, "weight", weight, 2)
+    checks.grad_args(op, grad_scores, indices, weight)
+    checks.csr_layout(op, "shortlist", indptr, indices, indptr.shape[0] - 1, weight)
     return weight.new_empty(indptr.shape[0] - 1, weight.shape[1])
 
 
 @torch.library.register_fake("xcops::shortlist_score_backward_weight")
 def _backward_weight_fake(grad_scores, query, indptr, indices):
+    op = "xcops.shortlist_score_backward_weight"
+    checks.float_tensor(op, "query", query, 2)
+    checks.grad_args(op, grad_scores, indices, query)
+    checks.csr_layout(op, "shortlist", indptr, indices, query.shape[0], query)
     touched = torch.library.get_ctx().new_dynamic_size()
     return (
         query.new_empty(touched, dtype=torch.int64),
         query.new_empty(touched, query.shape[1]),
         query.new_empty(touched),
     )
+
+
+@torch.library.register_fake("xcops::shortlist_score_backward_weight_dense")
+def _backward_weight_dense_fake(grad_scores, query, indptr, indices, num_labels):
+    return query.new_empty(num_labels, query.shape[1]), query.new_empty(num_labels)
 
 
 def _setup_context(ctx, inputs, output):
@@ -115,13 +143,10 @@ def _setup_context(ctx, inputs, output):
     ctx.sparse_grad = sparse_grad
 
 
-def _scatter_rows(labels, values, shape, sparse):
-    if sparse:
-        return torch.sparse_coo_tensor(
-            labels.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False
-        )
-    # Each label appears once in `labels`, so the copy is deterministic.
-    return values.new_zeros(shape).index_copy_(0, labels, values)
+def _sparse_rows(labels, values, shape):
+    return torch.sparse_coo_tensor(
+        labels.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False
+    )
 
 
 def _backward(ctx, grad_scores):
@@ -131,14 +156,21 @@ def _backward(ctx, grad_scores):
     if ctx.needs_input_grad[0]:
         grad_query = _ops.shortlist_score_backward_query(grad_scores, weight, indptr, indices)
     need_bias = ctx.has_bias and ctx.needs_input_grad[4]
-    if ctx.needs_input_grad[1] or need_bias:
+    if ctx.sparse_grad and (ctx.needs_input_grad[1] or need_bias):
         labels, row_grads, bias_grads = _ops.shortlist_score_backward_weight(
             grad_scores, query, indptr, indices
         )
         if ctx.needs_input_grad[1]:
-            grad_weight = _scatter_rows(labels, row_grads, weight.shape, ctx.sparse_grad)
+            grad_weight = _sparse_rows(labels, row_grads, weight.shape)
         if need_bias:
-            grad_bias = _scatter_rows(labels, bias_grads, weight.shape[:1], ctx.sparse_grad)
+            grad_bias = _sparse_rows(labels, bias_grads, weight.shape[:1])
+    elif ctx.needs_input_grad[1] or need_bias:
+        # Dense: sizes come from shapes, so a CUDA training step needs no host sync.
+        grad_weight, grad_bias = _ops.shortlist_score_backward_weight_dense(
+            grad_scores, query, indptr, indices, weight.shape[0]
+        )
+        grad_weight = grad_weight if ctx.needs_input_grad[1] else None
+        grad_bias = grad_bias if need_bias else None
     return grad_query, grad_weight, None, None, grad_bias, None
 
 

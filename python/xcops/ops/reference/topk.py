@@ -23,10 +23,13 @@ def dense_topk(
     weight: torch.Tensor,
     k: int,
     exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Reference of :func:`xcops.dense_topk`."""
     acc = torch.float64 if query.dtype == torch.float64 else torch.float32
     scores = query.to(acc) @ weight.to(acc).T
+    if bias is not None:
+        scores = scores + bias.to(acc)
     if exclude is not None:
         scores = _mask_csr(scores, exclude)
     values, indices = torch.topk(scores, k, dim=1)

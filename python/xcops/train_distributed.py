@@ -1,0 +1,96 @@
+"""``xcops train --nproc N``: the same training, with the label head sharded over N processes.
+
+torchrun (``torch.distributed.run``) starts N copies of ``xcops train``; each builds the same
+model from the same seed, keeps only its slice of the classifier head
+(:class:`xcops.nn.ShardedShortlistLinear`, on gloo for CPU or NCCL for GPU), wraps the rest of
+the model in DDP, and trains on every N-th training row with batch ``batch_size / N``, so a
+step sees the same global batch size as one process. Evaluation runs on all ranks (each
+ranks its share of the test set over the sharded head); rank 0 gathers the full model and
+writes the run directory, which loads like any single-process run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .distributed.launch import SHARDABLE_MODELS
+from .distributed.training import (gather_rows, init_process_group, rank_slice, replicate_children,
+                                   shard_heads, unshard)
+from .metrics import evaluate, inv_propensity
+from .models import get_model
+from .nn.sharded import ShardedShortlistLinear
+from .train import TrainConfig, load_splits, resolve_data, save_run, set_seeds
+
+def _head_types() -> tuple:
+    import xcops.models.heads as heads
+    import xcops.nn as xnn
+
+    names = ("ShortlistClassifier", "ShortlistLinear")
+    return tuple(t for module in (heads, xnn) for t in (getattr(module, n, None) for n in names) if t is not None)
+
+
+@torch.no_grad()
+def _predict(model, input_ids, k, batch_size, device, progress) -> torch.Tensor:
+    head = getattr(model, "classifier", None)
+    if not (isinstance(head, ShardedShortlistLinear) and hasattr(model, "encode")):
+        return model.predict(input_ids, k, batch_size, device, progress)
+    # bow ranks all labels by dense_topk on its own full weight; here the sharded head does.
+    model.eval()
+    out = [head.topk(model.encode(input_ids[s : s + batch_size].to(device)), min(k, head.num_labels))[1].cpu()
+           for s in tqdm(range(0, len(input_ids), batch_size), desc="predict", disable=not progress)]
+    model.train()
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64)
+
+
+def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
+    if cfg.model not in SHARDABLE_MODELS:
+        raise ValueError(f"--nproc trains the models {list(SHARDABLE_MODELS)}, not {cfg.model!r}")
+    device, head_group = init_process_group(cfg.device)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    progress = progress and rank == 0
+    set_seeds(cfg.seed)
+    model_cls = get_model(cfg.model)
+    # Rank 0 generates the synthetic set and fills the token cache; the others then read them.
+    if rank != 0:
+        dist.barrier()
+    data_dir = resolve_data(cfg)
+    train_set, test_set = load_splits(cfg, data_dir, model_cls.make_tokenizer(cfg))
+    if rank == 0:
+        dist.barrier()
+    model = model_cls.create(cfg, train_set).to(device)
+    full_heads = shard_heads(model, _head_types(), head_group)
+    replicate_children(model, device)
+
+    # Equal shares, so every rank runs the same number of steps (each one collective).
+    rows = torch.arange(rank, len(train_set) - len(train_set) % world, world).tolist()
+    local_cfg = dataclasses.replace(cfg, batch_size=max(1, cfg.batch_size // world))
+    start = time.perf_counter()
+    stats = model.fit(local_cfg, torch.utils.data.Subset(train_set, rows), device, progress)
+    train_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    first, last = rank_slice(len(test_set), rank, world)
+    share = rank_slice(len(test_set), 0, world)[1]
+    ids = test_set.input_ids[first:last]
+    ids = torch.cat([ids, test_set.input_ids[:1].expand(share - len(ids), -1)]) if len(ids) < share else ids
+    predictions = _predict(model, ids, cfg.top_k, cfg.eval_batch_size, device, progress)[: last - first]
+    predictions = gather_rows(predictions.to(device), len(test_set)).cpu()
+    predict_seconds = time.perf_counter() - start
+
+    metrics = None
+    if unshard(model, full_heads):
+        propensity = inv_propensity(train_set.labels, cfg.propensity_a, cfg.propensity_b)
+        metrics = evaluate(test_set.labels, predictions, k=(1, 3, 5), inv_propensity=propensity)
+        metrics.update(stats)
+        metrics.update(train_seconds=train_seconds, predict_seconds=predict_seconds, processes=world,
+                       test_queries_per_second=len(test_set) / max(predict_seconds, 1e-9))
+        save_run(cfg, model, train_set.tokenizer, metrics, data_dir)
+    shared = [metrics]
+    dist.broadcast_object_list(shared, src=0)
+    dist.destroy_process_group()
+    return shared[0]

@@ -1,0 +1,67 @@
+"""``xcops train --nproc 2``: label head sharded over 2 gloo processes, the rest in DDP."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from xcops import cli
+
+SMALL = dict(synthetic=dict(num_train=2400, num_test=500, num_labels=240), epochs=3, dim=48,
+             batch_size=128, random_negatives=64)
+
+
+def _xcops(*args):
+    done = subprocess.run([sys.executable, "-m", "xcops.cli", *args], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("nproc")
+    config = root / "small.json"
+    config.write_text(json.dumps(SMALL))
+    one, two = root / "one", root / "two"
+    cli.main(["train", "--config", str(config), "--out", str(one), "--quiet"])
+    _xcops("train", "--config", str(config), "--out", str(two), "--quiet", "--nproc", "2")
+    return [json.loads((run / "metrics.json").read_text()) for run in (one, two)], two
+
+
+def test_two_processes_match_one_within_noise(runs):
+    (one, two), _ = runs
+    assert two["processes"] == 2
+    tests = SMALL["synthetic"]["num_test"]
+    for key in ("P@1", "P@3", "P@5", "nDCG@5"):
+        # Different shortlists per step (in-batch labels of half a batch) but the same data and
+        # global batch size: allow 3 binomial standard deviations of the test metric, plus 1.
+        p = one[key] / 100
+        allowed = 100 * 3 * math.sqrt(p * (1 - p) / tests) + 1
+        assert abs(one[key] - two[key]) <= allowed, (key, one[key], two[key], allowed)
+
+
+def test_saved_run_reloads_as_single_process_model(runs):
+    (_, two), run = runs
+    cli.main(["evaluate", str(run), "--json", str(run / "again.json"), "--quiet"])
+    again = json.loads((run / "again.json").read_text())
+    assert again["P@1"] == pytest.approx(two["P@1"])
+
+
+def test_nproc_rejects_unsupported_model_before_launching(tmp_path):
+    with pytest.raises(SystemExit, match=r"--nproc trains the models \['bow', 'syncxml'\], not 'ngame'"):
+        cli.main(["train", "--model", "ngame", "--out", str(tmp_path / "r"), "--nproc", "2", "--quiet"])
+
+
+def test_syncxml_trains_in_two_processes(tmp_path):
+    """The meta head and encoder in DDP, the extreme head sharded; inference through it."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(dict(SMALL, synthetic=dict(num_train=800, num_test=100, num_labels=120), epochs=2)))
+    run = tmp_path / "run"
+    _xcops("train", "--config", str(config), "--model", "syncxml", "--out", str(run), "--quiet", "--nproc", "2",
+           "--model-args", json.dumps(dict(num_filters=4, embed_dim=64, feature_dim=16, top_clusters=4)))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["num_clusters"] > 1
+    cli.main(["evaluate", str(run), "--json", str(tmp_path / "again.json"), "--quiet"])
+    assert json.loads((tmp_path / "again.json").read_text())["P@1"] == pytest.approx(metrics["P@1"])
