@@ -6,7 +6,7 @@ functions exported here are their documented Python entry points.
 
 import torch  # noqa: F401  (loads torch's shared libraries before our extension links to them)
 
-from . import _C  # noqa: F401  (registers torch.ops.xcops.*)
+from ._build import _C  # checks the build against this torch, then registers torch.ops.xcops.*
 from . import losses
 from .ops import (
     balanced_kmeans,
