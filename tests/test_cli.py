@@ -69,6 +69,15 @@ def test_demo_reports_both_speeds(tmp_path, capsys):
     assert "fused xcops ops" in out and "PyTorch eager reference" in out and "P " in out
 
 
+def test_speed_comparison_reuses_a_short_training_set(tmp_path):
+    """One batch of training data still times every requested step (it used to divide by 0)."""
+    from xcops.train import TrainConfig, compare_training_speed
+
+    cfg = TrainConfig.from_dict(dict(TINY, batch_size=512, out=str(tmp_path / "run")))
+    speed = compare_training_speed(cfg, steps=2, progress=False)
+    assert speed["fused_ms_per_step"] > 0 and speed["reference_ms_per_step"] > 0
+
+
 def test_bench_smoke(capsys):
     cli.main(["bench", "shortlist", "--preset", "smoke", "--repeat", "1"])
     out = capsys.readouterr().out
