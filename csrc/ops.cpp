@@ -41,9 +41,9 @@ TORCH_LIBRARY(xcops, m) {
       "dense_topk(Tensor query, Tensor weight, int k, Tensor? exclude_indptr=None, "
       "Tensor? exclude_indices=None, Tensor? bias=None) -> (Tensor, Tensor)");
   // The k highest-scoring columns of labels [P, d] per query row that are not among the row's
-  // positives (CSR over [0, P)); k may exceed P, the extra slots are empty (-inf, -1). The
-  // scores are not differentiable here: xcops.hard_negatives re-scores the ids with
-  // shortlist_score to train through them.
+  // positives (CSR over [0, P)); 1 <= k <= P, and the slots a row has no negative for are
+  // empty (-inf, -1). The scores are not differentiable here: xcops.hard_negatives re-scores
+  // the ids with shortlist_score to train through them.
   m.def(
       "hard_negatives(Tensor query, Tensor labels, Tensor positives_indptr, "
       "Tensor positives_indices, int k) -> (Tensor, Tensor)");

@@ -93,6 +93,19 @@ def test_k_beyond_what_the_op_can_return_is_rejected():
         xcops.shortlist_topk(query, weight, torch.randint(0, 20, (3, 4)), 1000)
     values, labels = xcops.shortlist_topk(query, weight, torch.randint(0, 20, (3, 4)), 20)
     assert values.shape == labels.shape == (3, 20) and (labels[:, 4:] == -1).all()
+    # The op itself, without the wrapper, bounds k by L and the longest row as well.
+    indptr, indices = torch.tensor([0, 2, 2, 5]), torch.randint(0, 20, (5,))
+    with pytest.raises(RuntimeError, match=r"k = 2147483647 exceeds both the number of labels L = 20 "
+                                           r"and the longest shortlist row \(3\)"):
+        torch.ops.xcops.shortlist_topk(query, weight, indptr, indices, 2**31 - 1)
+    # hard_negatives can return at most its P label columns.
+    too_many = "k = 21 exceeds the number of label columns P = 20"
+    with pytest.raises(RuntimeError, match=too_many):
+        xcops.hard_negatives(query, weight, _csr(3), 21)
+    with pytest.raises(RuntimeError, match=too_many):
+        torch.ops.xcops.hard_negatives(query, weight, *_csr(3), 21)
+    with pytest.raises(RuntimeError, match=too_many):  # the fake kernel
+        torch.ops.xcops.hard_negatives(query.to("meta"), weight.to("meta"), *(t.to("meta") for t in _csr(3)), 21)
 
 
 def test_numpy_and_tensor_integers_are_valid_k():

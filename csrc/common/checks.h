@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -52,6 +53,17 @@ inline void check_same_dtype(const char* op, const char* name, const at::Tensor&
                              const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
               " but ", ref_name, " has dtype ", ref.scalar_type());
+}
+
+// An optional per-label bias [L], like the query in dtype and device.
+inline void check_label_bias(const char* op, const std::optional<at::Tensor>& bias,
+                             const at::Tensor& query, const at::Tensor& weight) {
+  if (!bias) return;
+  check_float_tensor(op, "bias", *bias, 1);
+  check_same_dtype(op, "bias", *bias, "query", query);
+  check_same_device(op, "bias", *bias, "query", query);
+  TORCH_CHECK(bias->numel() == weight.size(0), op, ": bias must have L = ", weight.size(0),
+              " entries (weight.size(0)), got ", bias->numel());
 }
 
 }  // namespace xcops

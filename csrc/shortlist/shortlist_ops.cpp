@@ -55,13 +55,7 @@ CsrFacts check_score_args(const char* op, const Tensor& query, const Tensor& wei
   TORCH_CHECK(weight.size(1) == query.size(1), op, ": query has d = ", query.size(1),
               " but weight has d = ", weight.size(1), " (query is ", shape_str(query),
               ", weight is ", shape_str(weight), ")");
-  if (bias) {
-    check_float_tensor(op, "bias", *bias, 1);
-    check_same_dtype(op, "bias", *bias, "query", query);
-    check_same_device(op, "bias", *bias, "query", query);
-    TORCH_CHECK(bias->numel() == weight.size(0), op, ": bias must have L = ", weight.size(0),
-                " entries (weight.size(0)), got ", bias->numel());
-  }
+  check_label_bias(op, bias, query, weight);
   check_csr_layout(shortlist_spec(op), indptr, indices, query.size(0), query);
   return check_csr_values(shortlist_spec(op), indptr, indices, weight.size(0), want_max_row_length);
 }
@@ -148,6 +142,12 @@ std::tuple<Tensor, Tensor> shortlist_topk(const Tensor& query, const Tensor& wei
   const char* op = "xcops.shortlist_topk";
   const CsrFacts facts = check_score_args(op, query, weight, indptr, indices, bias);
   TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
+  // More slots than labels and than the longest row could only ever be empty; the bound also
+  // keeps a huge k from allocating [B, k] outputs until the process is killed (an empty
+  // batch allocates nothing, and its padded width is not known here).
+  TORCH_CHECK(query.size(0) == 0 || k <= std::max(weight.size(0), facts.max_row_length), op, ": k = ", k,
+              " exceeds both the number of labels L = ", weight.size(0),
+              " and the longest shortlist row (", facts.max_row_length, ")");
   TORCH_CHECK(weight.size(0) < kMaxTopkLabels, op, ": at most ", kMaxTopkLabels - 1,
               " labels are supported, got L = ", weight.size(0));
   // XCOPS_GENERIC_TOPK=1 runs the device-generic path on the CPU too, so the tests check the

@@ -6,7 +6,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/repeat_interleave.h>
 #include <ATen/ops/where.h>
@@ -162,13 +161,7 @@ std::tuple<Tensor, Tensor> dense_topk(const Tensor& query, const Tensor& weight,
                                       const std::optional<Tensor>& bias) {
   const char* op = "xcops.dense_topk";
   check_query_and_labels(op, "weight", query, weight);
-  if (bias) {
-    check_float_tensor(op, "bias", *bias, 1);
-    check_same_dtype(op, "bias", *bias, "query", query);
-    check_same_device(op, "bias", *bias, "query", query);
-    TORCH_CHECK(bias->numel() == weight.size(0), op, ": bias must have L = ", weight.size(0),
-                " entries (weight.size(0)), got ", bias->numel());
-  }
+  check_label_bias(op, bias, query, weight);
   TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
   TORCH_CHECK(k <= weight.size(0), op, ": k = ", k, " exceeds the number of labels L = ",
               weight.size(0), " (weight.size(0))");
@@ -186,16 +179,11 @@ std::tuple<Tensor, Tensor> hard_negatives(const Tensor& query, const Tensor& lab
   TORCH_CHECK(k >= 1, op, ": k must be >= 1, got ", k);
   TORCH_CHECK(labels.size(0) >= 1, op, ": labels must have at least one row, got shape ",
               shape_str(labels));
-  // Fewer label columns than k: search them all and leave the extra slots empty.
-  const int64_t searched = std::min(k, labels.size(0));
-  auto [scores, negatives] =
-      streaming_topk({op, "positives", "the number of labels P (labels.size(0))"}, query, labels,
-                     searched, positives_indptr, positives_indices, std::nullopt);
-  if (searched == k) return {scores, negatives};
-  const int64_t rows = query.size(0);
-  return {at::cat({scores, at::full({rows, k - searched}, -std::numeric_limits<double>::infinity(),
-                                    scores.options())}, 1),
-          at::cat({negatives, at::full({rows, k - searched}, -1, negatives.options())}, 1)};
+  // At most P columns can be returned; a larger k would only allocate empty [B, k] slots.
+  TORCH_CHECK(k <= labels.size(0), op, ": k = ", k, " exceeds the number of label columns P = ",
+              labels.size(0), " (labels.size(0))");
+  return streaming_topk({op, "positives", "the number of labels P (labels.size(0))"}, query, labels,
+                        k, positives_indptr, positives_indices, std::nullopt);
 }
 
 }  // namespace

@@ -40,7 +40,9 @@ def triplet_ohnm(
     # bf16/fp16 scores are compared in float32; float64 stays float64 (gradcheck needs it).
     acc = torch.promote_types(query.dtype, torch.float32)
     anchor = shortlist_score(query, labels, positive.view(batch, 1)).to(acc)
-    negative_scores, negatives = hard_negatives(query, labels, positives, k)
+    # A batch with fewer than k label columns mines all of them; the missing slots count as 0
+    # in the mean over k, as slots without a negative always do.
+    negative_scores, negatives = hard_negatives(query, labels, positives, min(k, max(labels.shape[0], 1)))
     present = negatives >= 0
     negative_scores = negative_scores.to(acc).masked_fill(~present, 0.0)
     loss = torch.relu(negative_scores - anchor + margin) * present
@@ -48,4 +50,4 @@ def triplet_ohnm(
         logits = (negative_scores / temperature).masked_fill(~present, float("-inf"))
         weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # rows with no negative: 0
         loss = loss * weights
-    return loss.sum() / max(loss.numel(), 1)
+    return loss.sum() / max(batch * k, 1)

@@ -189,9 +189,17 @@ def dense_topk_args(op: str, query, weight, k: int, exclude_indptr, exclude_indi
         csr_layout(op, "exclude", exclude_indptr, exclude_indices, query.shape[0], query)
 
 
-def hard_negatives_args(op: str, query, labels, positives_indptr, positives_indices, k: int) -> None:
-    query_and_labels(op, "labels", query, labels)
-    topk_k(op, k)
+def hard_negatives_k(op: str, k, labels: torch.Tensor) -> int:
+    """hard_negatives' ``k``: a valid k (:func:`topk_k`) of at most P = labels.size(0) >= 1."""
+    k = topk_k(op, k)
     if labels.shape[0] < 1:
         fail(op, f"labels must have at least one row, got shape {shape_str(labels)}")
+    if k > labels.shape[0]:
+        fail(op, f"k = {k} exceeds the number of label columns P = {labels.shape[0]} (labels.size(0))")
+    return k
+
+
+def hard_negatives_args(op: str, query, labels, positives_indptr, positives_indices, k: int) -> None:
+    query_and_labels(op, "labels", query, labels)
+    hard_negatives_k(op, k, labels)
     csr_layout(op, "positives", positives_indptr, positives_indices, query.shape[0], query)

@@ -79,8 +79,8 @@ def hard_negatives(
 
     NGAME's in-batch mining: ``labels`` holds the ``P`` label embeddings of the batch and
     ``positives`` the CSR tuple ``(indptr [B + 1], indices)`` of each row's positive columns
-    in ``[0, P)``. Where fewer than ``k`` negatives exist the remaining slots hold index -1
-    and score ``-inf``. Ranked as :func:`dense_topk` ranks: NaN first, ties to the lower id.
+    in ``[0, P)``; ``1 <= k <= P``. Where a row has fewer than ``k`` negatives the remaining
+    slots hold index -1 and score ``-inf``. Ranked as :func:`dense_topk` ranks: NaN first, ties to the lower id.
 
     The selection runs on :func:`dense_topk` without gradient; the returned scores are then
     recomputed with :func:`xcops.shortlist_score`, so they are differentiable with respect to
@@ -100,7 +100,7 @@ def hard_negatives(
     op = "xcops.hard_negatives"
     checks.dense_matrix(op, "query", query)
     checks.dense_matrix(op, "labels", labels)
-    k = checks.topk_k(op, k)
+    k = checks.hard_negatives_k(op, k, labels)
     if not isinstance(positives, (tuple, list)):
         raise TypeError("positives must be a CSR tuple (indptr [B + 1], indices [nnz])")
     indptr, indices = _exclusion_csr(positives, query.shape[0], "positives")

@@ -51,7 +51,5 @@ def hard_negatives(query, labels, positives, k):
     """Reference of :func:`xcops.hard_negatives` (differentiable through the scores)."""
     acc = torch.float64 if query.dtype == torch.float64 else torch.float32
     scores = _mask_csr(query.to(acc) @ labels.to(acc).T, positives)
-    pad = k - min(k, labels.shape[0])
     values, indices = _ranked(scores, k)
-    values = torch.nn.functional.pad(values, (0, pad), value=float("-inf")).to(query.dtype)
-    return values, torch.nn.functional.pad(indices, (0, pad), value=-1)
+    return values.to(query.dtype), indices
