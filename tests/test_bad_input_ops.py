@@ -89,7 +89,7 @@ def test_k_beyond_what_the_op_can_return_is_rejected():
     with pytest.raises(RuntimeError, match="k = 21 exceeds the number of labels L = 20"):
         xcops.dense_topk(query, weight, 21)
     # More slots than max(L, K) could only ever be padding (and a huge k would exhaust memory).
-    with pytest.raises(RuntimeError, match="k = 1000 exceeds both the number of labels L and the shortlist width K = 20"):
+    with pytest.raises(RuntimeError, match="k = 1000 exceeds both the number of labels L = 20 and the shortlist width K = 4; max = 20"):
         xcops.shortlist_topk(query, weight, torch.randint(0, 20, (3, 4)), 1000)
     values, labels = xcops.shortlist_topk(query, weight, torch.randint(0, 20, (3, 4)), 20)
     assert values.shape == labels.shape == (3, 20) and (labels[:, 4:] == -1).all()
@@ -193,3 +193,14 @@ def test_fake_tensor_mode_rejects_what_the_kernels_reject(name, call):
             call(query, torch.empty(10, 5))
         with pytest.raises(RuntimeError, match="must be contiguous"):
             call(query, torch.empty(8, 10).t())
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])  # the kernel and the fake kernel
+def test_label_ids_must_fit_the_ranking_keys(device):
+    """The top-k keys hold a label id in 32 bits; d = 0 makes 2^32 rows cost no memory."""
+    query, labels = torch.empty(1, 0, device=device), torch.empty(2**32, 0, device=device)
+    with pytest.raises(RuntimeError, match="at most 4294967294 weight rows are supported"):
+        torch.ops.xcops.dense_topk(query, labels, 1)
+    positives = tuple(t.to(device) for t in _csr(1))
+    with pytest.raises(RuntimeError, match="at most 4294967294 labels rows are supported"):
+        torch.ops.xcops.hard_negatives(query, labels, *positives, 1)

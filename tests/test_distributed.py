@@ -149,6 +149,11 @@ def dense_topk_exact(rank, world, gen):
                 ref_values, ref_ids = xcops.dense_topk(queries[rank], weight, k, exclude)
                 assert torch.equal(ids, ref_ids), (labels, k, exclude is not None, ids, ref_ids)
                 assert torch.equal(values, ref_values), (labels, k, values, ref_values)
+            bias = torch.randint(-2, 3, (labels,), generator=gen).float()
+            values, ids = sharded_dense_topk(queries[rank], weight[start:end], k, partition,
+                                             bias_shard=bias[start:end])
+            ref_values, ref_ids = xcops.dense_topk(queries[rank], weight, k, bias=bias)
+            assert torch.equal(ids, ref_ids) and torch.equal(values, ref_values), (labels, k, "bias")
 
 
 @case
@@ -237,6 +242,13 @@ def bad_use_raises_on_every_rank(rank, world, gen):
     expect_error(lambda: sharded_shortlist_score(query.to(dtype), shard.to(dtype), shortlist, partition),
                  ValueError, "same dtype")
     expect_error(lambda: sharded_dense_topk(query, shard, 2 + (rank == 1), partition), ValueError, "same k")
+    # A k no row could fill, on one rank only: that rank raises after the exchange, the others
+    # answer; then every rank goes on in step.
+    if rank == 0:
+        expect_error(lambda: sharded_shortlist_topk(query, shard, shortlist, 10**9, partition),
+                     ValueError, r"k must be an int in \[1, 40\]")
+    else:
+        assert sharded_shortlist_topk(query, shard, shortlist, 3, partition)[1].shape == (3, 3)
     # The group is still in step after the errors.
     assert torch.equal(sharded_dense_topk(query, shard, 2, partition)[1], xcops.dense_topk(query, weight, 2)[1])
 
@@ -256,8 +268,9 @@ def module_state_dict_and_topk(rank, world, gen):
         head.load_state_dict(shard_state_dict(full, (rank + 1) % world, world))
     query = torch.randn(4, dim, generator=gen)
     values, ids = head.topk(query, 6)
-    ref = xcops.dense_topk(torch.cat([query, torch.ones(4, 1)], 1),
-                           torch.cat([full["weight"], full["bias"][:, None]], 1), 6)
+    ref = xcops.nn.ShortlistLinear(labels, dim)
+    ref.load_state_dict(full)
+    ref = ref.topk(query, 6)  # the single-process layer: the same bias-after-GEMM rounding
     assert torch.equal(ids, ref[1])
     close(values, ref[0], torch.float32, "module topk values")
 

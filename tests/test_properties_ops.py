@@ -144,8 +144,8 @@ def test_dense_ops_match_reference(p):
         _same_topk(xcops.hard_negatives(q, w, exclude, k), (want[0].detach(), want[1]), q.dtype, scores, allowed)
 
 
-def _raises(call):
-    with pytest.raises((RuntimeError, ValueError, TypeError)):
+def _raises(call, pattern):
+    with pytest.raises((RuntimeError, ValueError, TypeError), match=pattern):
         call()
 
 
@@ -181,22 +181,35 @@ def _break(p, rule, gen_value):
         p["query"] = q.unsqueeze(0)
 
 
-RULES = ["weight not contiguous", "dtype mismatch", "d mismatch", "id too large", "id below -1",
-         "indptr too short", "bias wrong length", "k zero", "k float", "k too large", "3-D query"]
+# Each rule's error must be the one it broke, not any error that happens to come first.
+RULES = {
+    "weight not contiguous": "must be contiguous",
+    "dtype mismatch": "has dtype",
+    "d mismatch": "has d = ",
+    "id too large": "ids must be < ",
+    "id below -1": "ids must be >= -1",
+    "indptr too short": r"must have B \+ 1",
+    "bias wrong length": "bias must have L = ",
+    "k zero": "k must be >= 1",
+    "k float": "k must be an integer",
+    "k too large": "is too large",
+    "3-D query": "must be 2-D",
+}
 
 
 @PROPERTY
-@given(p=problems(), rule=st.sampled_from(RULES), value=st.integers(0, 1000))
+@given(p=problems(), rule=st.sampled_from(sorted(RULES)), value=st.integers(0, 1000))
 def test_invalid_inputs_raise(p, rule, value):
     _break(p, rule, value)
     q, w, s, b, k = p["query"], p["weight"], p["shortlist"], p["bias"], p["k"]
+    pattern = RULES[rule]
     if rule not in ("k zero", "k float", "k too large"):
-        _raises(lambda: xcops.shortlist_score(q, w, s, b))
-    _raises(lambda: xcops.shortlist_topk(q, w, s, k, b))
+        _raises(lambda: xcops.shortlist_score(q, w, s, b), pattern)
+    _raises(lambda: xcops.shortlist_topk(q, w, s, k, b), pattern)
     if rule not in ("id too large", "id below -1", "bias wrong length"):
         exclude = s if isinstance(s, tuple) else (torch.arange(q.shape[0] + 1), torch.zeros(q.shape[0], dtype=torch.int64))
-        _raises(lambda: xcops.dense_topk(q, w, k, exclude))
-        _raises(lambda: xcops.hard_negatives(q, w, exclude, k))
+        _raises(lambda: xcops.dense_topk(q, w, k, exclude), pattern)
+        _raises(lambda: xcops.hard_negatives(q, w, exclude, k), pattern)
 
 
 def _meta(value):
@@ -252,8 +265,8 @@ def test_balanced_kmeans_properties(seed, n, d, depth, dtype, layout, scale):
     clusters = 2**depth
     x = _layout(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype), layout)
     if clusters > n:
-        _raises(lambda: balanced_kmeans(x, num_clusters=clusters))
-        _raises(lambda: balanced_kmeans(x.to("meta"), num_clusters=clusters))
+        _raises(lambda: balanced_kmeans(x, num_clusters=clusters), "num_clusters must be <= the number of points")
+        _raises(lambda: balanced_kmeans(x.to("meta"), num_clusters=clusters), "num_clusters must be <= the number of points")
         return
     assign, centroids = balanced_kmeans(x, num_clusters=clusters, seed=seed)
     sizes = torch.bincount(assign, minlength=clusters)

@@ -222,7 +222,8 @@ __global__ void __launch_bounds__(kWarpSize* kWarpsPerBlock)
   if (label < 0 || (start > 0 && int64_t(sorted_labels[start - 1]) == label)) return;
   const int64_t dest = run_dest != nullptr ? run_dest[start] : label;
   acc_t bias_sum = 0;
-  for (int64_t base = 0; base < d; base += kColumnsPerPass<kVec>) {
+  // One pass even when d == 0: it still sums the run's bias gradient.
+  for (int64_t base = 0; base == 0 || base < d; base += kColumnsPerPass<kVec>) {
     acc_t acc[kLoadsPerLane][kVec];
 #pragma unroll
     for (int i = 0; i < kLoadsPerLane; ++i) {

@@ -18,6 +18,7 @@
 
 #include "common/checks.h"
 #include "common/csr.h"
+#include "common/topk_key.h"
 #include "topk/fused_topk_cpu.h"
 #include "topk/topk_accumulator.h"
 
@@ -82,6 +83,9 @@ void check_query_and_labels(const char* op, const char* labels_name, const Tenso
   check_same_device(op, labels_name, labels, "query", query);
   TORCH_CHECK(labels.size(1) == query.size(1), op, ": query has d = ", query.size(1), " but ",
               labels_name, " has d = ", labels.size(1));
+  // The ranking keys hold a label id in 32 bits (common/topk_key.h).
+  TORCH_CHECK(labels.size(0) < kMaxTopkLabels, op, ": at most ", kMaxTopkLabels - 1, " ",
+              labels_name, " rows are supported, got ", labels.size(0));
 }
 
 // The streaming top-k; arguments already checked, 1 <= k <= weight.size(0).

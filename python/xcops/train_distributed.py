@@ -16,35 +16,14 @@ import time
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from .distributed.launch import SHARDABLE_MODELS
 from .distributed.training import (gather_rows, init_process_group, rank_slice, replicate_children,
                                    shard_heads, unshard)
 from .metrics import evaluate, inv_propensity
 from .models import get_model
-from .nn.sharded import ShardedShortlistLinear
+from .nn import ShortlistLinear
 from .train import TrainConfig, load_splits, resolve_data, save_run, set_seeds
-
-def _head_types() -> tuple:
-    import xcops.models.heads as heads
-    import xcops.nn as xnn
-
-    names = ("ShortlistClassifier", "ShortlistLinear")
-    return tuple(t for module in (heads, xnn) for t in (getattr(module, n, None) for n in names) if t is not None)
-
-
-@torch.no_grad()
-def _predict(model, input_ids, k, batch_size, device, progress) -> torch.Tensor:
-    head = getattr(model, "classifier", None)
-    if not (isinstance(head, ShardedShortlistLinear) and hasattr(model, "encode")):
-        return model.predict(input_ids, k, batch_size, device, progress)
-    # bow ranks all labels by dense_topk on its own full weight; here the sharded head does.
-    model.eval()
-    out = [head.topk(model.encode(input_ids[s : s + batch_size].to(device)), min(k, head.num_labels))[1].cpu()
-           for s in tqdm(range(0, len(input_ids), batch_size), desc="predict", disable=not progress)]
-    model.train()
-    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64)
 
 
 def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -63,7 +42,7 @@ def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
     if rank == 0:
         dist.barrier()
     model = model_cls.create(cfg, train_set).to(device)
-    full_heads = shard_heads(model, _head_types(), head_group)
+    full_heads = shard_heads(model, (ShortlistLinear,), head_group)
     replicate_children(model, device)
 
     # Equal shares, so every rank runs the same number of steps (each one collective).
@@ -78,7 +57,7 @@ def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
     share = rank_slice(len(test_set), 0, world)[1]
     ids = test_set.input_ids[first:last]
     ids = torch.cat([ids, test_set.input_ids[:1].expand(share - len(ids), -1)]) if len(ids) < share else ids
-    predictions = _predict(model, ids, cfg.top_k, cfg.eval_batch_size, device, progress)[: last - first]
+    predictions = model.predict(ids, cfg.top_k, cfg.eval_batch_size, device, progress)[: last - first]
     predictions = gather_rows(predictions.to(device), len(test_set)).cpu()
     predict_seconds = time.perf_counter() - start
 

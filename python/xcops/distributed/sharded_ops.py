@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..ops.autocast import match_weight_dtype
-from ..ops.csr import Shortlist, as_csr
+from ..ops.csr import Shortlist, as_csr, shortlist_width
 from ..ops.dense_topk import dense_topk
 from ..ops.shortlist import weight_gradients
 from . import comm
@@ -178,12 +178,17 @@ def sharded_shortlist_topk(
     labels of this rank's queries (global ids), ties to the lower id, empty slots ``-inf`` /
     -1. Scores come from :func:`sharded_shortlist_score` (so they are rounded to the query
     dtype before ranking); ``k`` may differ between ranks, as it never crosses the wire."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"sharded_shortlist_topk: k must be a positive int, got {k!r}")
     with torch.no_grad():
         scores, padded_shape = _score(query, weight_shard, shortlist, partition, bias_shard, False,
                                       group, "sharded_shortlist_topk")
+        # k is checked after the one collective, so a bad k on one rank cannot leave the others
+        # waiting; as in shortlist_topk, more slots than both L and the widest row could only
+        # ever be empty (and a huge k would allocate [B, k] until the process dies).
         indptr, indices, _ = as_csr(shortlist, query.shape[0])
+        limit = max(partition.num_labels, shortlist_width(shortlist, indices))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= limit:
+            raise ValueError(f"sharded_shortlist_topk: k must be an int in [1, {limit}] (the larger of "
+                             f"L = {partition.num_labels} and the shortlist width), got {k!r}")
         if padded_shape is None:
             # Variable-length rows into a [B, max_len] block, -1 where a row is short.
             lengths = indptr[1:] - indptr[:-1]
@@ -221,6 +226,7 @@ def sharded_dense_topk(
     partition: LabelPartition,
     exclude: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     group=None,
+    bias_shard: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k over all ``L`` labels of a row-sharded weight, for this rank's queries.
 
@@ -233,6 +239,7 @@ def sharded_dense_topk(
         query: ``[B_r, d]``; weight_shard: ``[L_r, d]`` as in :func:`sharded_shortlist_score`.
         k: ``1 <= k <= L``, the same on every rank (checked).
         exclude: optional CSR ``(indptr [B_r + 1], indices)`` of **global** ids never to return.
+        bias_shard: optional ``[L_r]`` bias of the shard's labels, added to their scores.
 
     Returns:
         ``(values [B_r, k]``, ``global_ids [B_r, k]`` int64).
@@ -242,7 +249,7 @@ def sharded_dense_topk(
     device = _device_of(query, weight_shard)
     error, plan, batch = None, None, 0
     try:
-        query, _ = _prepare(query, weight_shard, None, partition, rank, world, what)
+        query, bias_shard = _prepare(query, weight_shard, bias_shard, partition, rank, world, what)
         batch = query.shape[0]
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= partition.num_labels:
             raise ValueError(f"{what}: k must be an int in [1, {partition.num_labels}], got {k!r}")
@@ -279,7 +286,8 @@ def sharded_dense_topk(
     values = query.new_full((queries.shape[0], k), float("-inf"))
     ids = torch.full((queries.shape[0], k), -1, dtype=torch.int64, device=query.device)
     if local_k > 0 and queries.shape[0] > 0:
-        local_values, local_ids = dense_topk(queries, weight_shard.detach(), local_k, local_exclude)
+        bias = None if bias_shard is None else bias_shard.detach()
+        local_values, local_ids = dense_topk(queries, weight_shard.detach(), local_k, local_exclude, bias)
         values[:, :local_k] = local_values
         ids[:, :local_k] = torch.where(local_ids >= 0, local_ids + start, local_ids)
     values = comm.all_to_all(values, batches, [batch] * world, group, rank)

@@ -61,12 +61,7 @@ class ShardedShortlistLinear(nn.Module):
              ) -> Tuple[torch.Tensor, torch.Tensor]:
         if shortlist is not None:
             return sharded_shortlist_topk(query, self.weight, shortlist, k, self.partition, self.bias, self.group)
-        weight = self.weight
-        if self.bias is not None:
-            # <[q, 1], [w, b]> = <q, w> + b: the bias rides along as one more dimension.
-            weight = torch.cat([weight, self.bias.unsqueeze(1)], 1)
-            query = torch.cat([query, torch.ones_like(query[:, :1])], 1)
-        return sharded_dense_topk(query, weight.contiguous(), k, self.partition, group=self.group)
+        return sharded_dense_topk(query, self.weight, k, self.partition, group=self.group, bias_shard=self.bias)
 
     def sparse_parameters(self) -> list:
         """The parameters whose gradients are sparse (for SparseAdam): all of them when

@@ -178,9 +178,16 @@ def k_within_labels(op: str, k, labels: int) -> int:
     return k
 
 
+def ranked_rows(op: str, name: str, labels: torch.Tensor) -> None:
+    """The ranking keys hold a label id in 32 bits (csrc/common/topk_key.h)."""
+    if labels.shape[0] >= MAX_TOPK_LABELS:
+        fail(op, f"at most {MAX_TOPK_LABELS - 1} {name} rows are supported, got {labels.shape[0]}")
+
+
 def dense_topk_args(op: str, query, weight, k: int, exclude_indptr, exclude_indices,
                     bias: Optional[torch.Tensor] = None) -> None:
     query_and_labels(op, "weight", query, weight)
+    ranked_rows(op, "weight", weight)
     k_within_labels(op, k, weight.shape[0])
     label_bias(op, bias, query, weight)
     if (exclude_indptr is None) != (exclude_indices is None):
@@ -201,5 +208,6 @@ def hard_negatives_k(op: str, k, labels: torch.Tensor) -> int:
 
 def hard_negatives_args(op: str, query, labels, positives_indptr, positives_indices, k: int) -> None:
     query_and_labels(op, "labels", query, labels)
+    ranked_rows(op, "labels", labels)
     hard_negatives_k(op, k, labels)
     csr_layout(op, "positives", positives_indptr, positives_indices, query.shape[0], query)

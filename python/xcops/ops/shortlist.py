@@ -88,9 +88,10 @@ def shortlist_topk(
     checks.dense_matrix(op, "weight", weight)
     query, bias = match_weight_dtype(weight, query, bias)
     indptr, indices, _ = as_csr(shortlist, query.shape[0])
-    # More slots than labels or than the longest possible row could only ever be padding.
-    limit = max(weight.shape[0], shortlist_width(shortlist, indices))
-    k = checks.topk_k(op, k, limit, "both the number of labels L and the shortlist width K")
+    # More slots than both the labels and the widest possible row could only ever be padding.
+    width = shortlist_width(shortlist, indices)
+    k = checks.topk_k(op, k, max(weight.shape[0], width),
+                      f"both the number of labels L = {weight.shape[0]} and the shortlist width K = {width}; max")
     return _ops.shortlist_topk(query.contiguous(), weight, indptr, indices, k, bias)
 
 
