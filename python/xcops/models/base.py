@@ -7,6 +7,8 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
+from ..optim import RowAdam
+
 
 class XCModel(nn.Module):
     """A trainable XC model: built from a config and a training set, trained by :meth:`fit`,
@@ -45,16 +47,17 @@ class XCModel(nn.Module):
         raise NotImplementedError
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose gradients are sparse (trained by ``torch.optim.SparseAdam``)."""
+        """Parameters whose gradients are sparse (trained by :class:`xcops.optim.RowAdam`)."""
         return []
 
     def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """Adam for the dense parameters, SparseAdam for :meth:`sparse_parameters`."""
+        """Adam for the dense parameters, :class:`xcops.optim.RowAdam` (SparseAdam's lazy
+        update, faster) for :meth:`sparse_parameters`."""
         sparse = self.sparse_parameters()
         sparse_ids = {id(p) for p in sparse}
         optimizers = [torch.optim.Adam([p for p in self.parameters() if id(p) not in sparse_ids], lr=lr)]
         if sparse:
-            optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+            optimizers.append(RowAdam(sparse, lr=lr))
         return optimizers
 
     @staticmethod
