@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 
 from tqdm import autonotebook, std
 from tqdm.auto import tqdm as interactive_tqdm
@@ -74,3 +75,20 @@ def progress_bar(iterable=None, **kwargs) -> std.tqdm:
         return interactive_tqdm(iterable, **kwargs)
     kwargs.setdefault("mininterval", LOG_INTERVAL)
     return _LogBar(iterable, file=_LineStream(), **kwargs)
+
+
+class TrainingMeter:
+    """The postfix of a training bar: the smoothed loss, the learning rate and examples per
+    second since the meter started, as ``bar.set_postfix(meter.update(loss, rows, lr))``."""
+
+    def __init__(self, smoothing: float = 0.05):
+        self.smoothing = smoothing
+        self.loss: float | None = None
+        self.examples = 0
+        self.start = time.perf_counter()
+
+    def update(self, loss: float, rows: int, lr: float) -> dict:
+        self.loss = loss if self.loss is None else (1 - self.smoothing) * self.loss + self.smoothing * loss
+        self.examples += rows
+        rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
+        return {"loss": f"{self.loss:.4f}", "lr": f"{lr:.2e}", "ex/s": f"{rate:.0f}"}

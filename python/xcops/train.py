@@ -23,6 +23,7 @@ import torch
 
 from .checkpoint import METADATA, WEIGHTS, load_checkpoint, save_checkpoint
 from .data import SimpleTokenizer, XCTextDataset, generate
+from .data.stopwords import STOPWORDS
 from .data.synthetic import make_synthetic
 from .distributed.launch import launched_world_size
 from .metrics import evaluate, inv_propensity
@@ -58,6 +59,7 @@ class TrainConfig:
     max_len: int = 32
     min_count: int = 1
     max_vocab: Optional[int] = 200_000
+    stopwords: Optional[str] = None  # "english": drop English function words (SimpleTokenizer only)
     fused: bool = True  # False: the plain-PyTorch reference ops (for speed comparisons)
     device: str = "auto"
     seed: int = 0
@@ -100,6 +102,8 @@ class TrainConfig:
         for key, value in self.synthetic.items():
             if key not in allowed:
                 raise ConfigError(f"synthetic: unknown key {key!r}; known: {sorted(allowed)}")
+        if self.stopwords is not None and self.stopwords not in STOPWORDS:
+            raise ConfigError(f"stopwords: unknown list {self.stopwords!r}; known: {sorted(STOPWORDS)} or null")
         resolve_device(self.device)
         out = Path(self.out)
         if out.exists() and not out.is_dir():
@@ -111,17 +115,17 @@ _FIELD_RULES = {
     "data": (str, None), "out": (str, None), "model": (str, None), "model_args": (dict, None),
     "dim": (int, 1), "epochs": (int, 1), "batch_size": (int, 1), "lr": (float, 0.0),
     "random_negatives": (int, 0), "max_len": (int, 1), "min_count": (int, 1),
-    "max_vocab": ("optional int", 2), "fused": (bool, None), "device": (str, None),
+    "max_vocab": ("optional int", 2), "stopwords": ("optional str", None), "fused": (bool, None), "device": (str, None),
     "seed": (int, 0), "eval_batch_size": (int, 1), "top_k": (int, 1),
     "propensity_a": (float, None), "propensity_b": (float, None), "synthetic": (dict, None),
 }
 
 
 def _check_field(key: str, value, kind, low) -> None:
-    if kind == "optional int":
+    if kind in ("optional int", "optional str"):
         if value is None:
             return
-        kind = int
+        kind = int if kind == "optional int" else str
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         expected = "a finite number"
@@ -181,7 +185,7 @@ def set_seeds(seed: int) -> None:
 
 def load_splits(cfg: TrainConfig, data_dir: Path, tokenizer=None):
     train_set = XCTextDataset(data_dir, "trn", tokenizer=tokenizer, max_len=cfg.max_len,
-                              min_count=cfg.min_count, max_vocab=cfg.max_vocab)
+                              min_count=cfg.min_count, max_vocab=cfg.max_vocab, stopwords=cfg.stopwords)
     test_set = XCTextDataset(data_dir, "tst", tokenizer=train_set.tokenizer, max_len=cfg.max_len)
     return train_set, test_set
 

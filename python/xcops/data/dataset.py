@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .formats import read_label_names, read_sparse, read_text
+from .stopwords import stopword_list
 from .tokenize import SimpleTokenizer, encode_texts, tokenizer_fingerprint
 
 _CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
@@ -76,7 +77,7 @@ class XCTextDataset(torch.utils.data.Dataset):
     ``tokenizer``: a ``transformers`` tokenizer (anything with ``__call__(texts, padding=,
     truncation=, max_length=)``, ``pad_token_id`` and ``len()``), a :class:`SimpleTokenizer`, or
     ``None`` for a :class:`SimpleTokenizer` fitted on the *training* texts (``min_count``,
-    ``max_vocab``), so the train and test splits loaded separately share one vocabulary.
+    ``max_vocab``, ``stopwords``: the name of a list in :mod:`xcops.data.stopwords`), so the train and test splits loaded separately share one vocabulary.
 
     Attributes: ``input_ids`` int64 ``[N, max_len]`` (padded with ``pad_token_id``), ``labels``
     float32 csr ``[N, L]``, ``label_names`` and ``label_input_ids`` int64 ``[L, label_max_len]``
@@ -94,6 +95,7 @@ class XCTextDataset(torch.utils.data.Dataset):
         label_max_len: int | None = None,
         min_count: int = 1,
         max_vocab: int | None = None,
+        stopwords: str | None = None,
         cache_dir: str | os.PathLike | None = None,
     ):
         if split not in SPLITS:
@@ -108,7 +110,7 @@ class XCTextDataset(torch.utils.data.Dataset):
         self._hits: list[bool] = []
 
         if tokenizer is None:
-            tokenizer = self._simple_tokenizer(min_count, max_vocab)
+            tokenizer = self._simple_tokenizer(min_count, max_vocab, stopwords)
         self.tokenizer = tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id)
 
@@ -158,15 +160,17 @@ class XCTextDataset(torch.utils.data.Dataset):
         torch.cumsum(counts, 0, out=indptr[1:])
         return ids, indptr, torch.cat([item[1] for item in batch])
 
-    def _simple_tokenizer(self, min_count: int, max_vocab: int | None) -> SimpleTokenizer:
+    def _simple_tokenizer(self, min_count: int, max_vocab: int | None, stopwords: str | None) -> SimpleTokenizer:
         train_texts = find_file(self.data_dir, "trn_X.txt")
-        key = _key(kind="vocab", source=_file_key(train_texts), min_count=min_count, max_vocab=max_vocab)
+        key = _key(kind="vocab", source=_file_key(train_texts), min_count=min_count, max_vocab=max_vocab,
+                   **({"stopwords": stopwords} if stopwords else {}))
         path = self.cache_dir / f"vocab-{key}.json"
         if path.exists():
             self._hits.append(True)
             return SimpleTokenizer.from_json(path.read_text(encoding="utf-8"))
         self._hits.append(False)
-        tok = SimpleTokenizer.fit(read_text(train_texts), min_count=min_count, max_size=max_vocab)
+        tok = SimpleTokenizer.fit(read_text(train_texts), min_count=min_count, max_size=max_vocab,
+                                  stopwords=stopword_list(stopwords))
         _save_atomic(path, lambda f: f.write(tok.to_json().encode("utf-8")))
         return tok
 

@@ -19,34 +19,37 @@ class SimpleTokenizer:
 
     Id 0 is padding and id 1 stands for any word outside the vocabulary; the words follow in
     order of decreasing training count (ties alphabetical), so the same texts always give the
-    same vocabulary.
+    same vocabulary. ``stopwords`` are dropped from every text before anything else.
     """
 
     PAD, UNK = 0, 1
     SPECIALS = ("<pad>", "<unk>")
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str], stopwords: Iterable[str] = ()):
         self.words = list(self.SPECIALS) + list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
+        self.stopwords = frozenset(stopwords)
         self.pad_token_id = self.PAD  # the attribute name transformers tokenizers use
 
     @classmethod
-    def fit(cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None):
+    def fit(cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None,
+            stopwords: Iterable[str] = ()):
         """Vocabulary of the words seen at least ``min_count`` times; ``max_size`` caps the
         total number of ids, padding and unknown included."""
         if max_size is not None and max_size < len(cls.SPECIALS):
             raise ValueError(f"max_size must be at least {len(cls.SPECIALS)}, got {max_size}")
+        tokenizer = cls((), stopwords)
         counts = Counter()
         for text in texts:
-            counts.update(cls.split(text))
+            counts.update(tokenizer.split(text))
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[: max_size - len(cls.SPECIALS)]
-        return cls(words)
+        return cls(words, tokenizer.stopwords)
 
-    @staticmethod
-    def split(text: str) -> list[str]:
-        return _WORD.findall(text.lower())
+    def split(self, text: str) -> list[str]:
+        words = _WORD.findall(text.lower())
+        return [w for w in words if w not in self.stopwords] if self.stopwords else words
 
     def __len__(self) -> int:
         return len(self.words)
@@ -62,14 +65,17 @@ class SimpleTokenizer:
 
     def fingerprint(self) -> str:
         """Changes whenever the vocabulary does; part of the token cache key."""
-        return hashlib.sha256("\n".join(self.words).encode("utf-8")).hexdigest()
+        text = "\n".join(self.words) + "\0" + "\n".join(sorted(self.stopwords))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({"words": self.words[len(self.SPECIALS) :]}, ensure_ascii=False)
+        return json.dumps({"words": self.words[len(self.SPECIALS) :], "stopwords": sorted(self.stopwords)},
+                          ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> "SimpleTokenizer":
-        return cls(json.loads(text)["words"])
+        data = json.loads(text)
+        return cls(data["words"], data.get("stopwords", ()))
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

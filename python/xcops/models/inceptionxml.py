@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 STRIDE = 4
 INCEPTION_KERNELS = (4, 8, 16)
 OUT_KERNEL = 16
@@ -61,7 +63,7 @@ class EmbeddingEnhancement(nn.Module):
 
     def __init__(self, seq_len: int, embed_dim: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.words = GatedSelfAttention(seq_len)
         self.dims = GatedSelfAttention(embed_dim)
 
@@ -102,14 +104,14 @@ class InceptionXML(nn.Module):
             self.embed.weight[pad_id].zero_()
         self.enhance = EmbeddingEnhancement(seq_len, embed_dim, dropout)
         self.words_to_filters = nn.Sequential(
-            nn.Conv1d(seq_len, num_filters, 1), nn.GELU(), nn.BatchNorm1d(num_filters), nn.Dropout(dropout))
+            nn.Conv1d(seq_len, num_filters, 1), nn.GELU(), nn.BatchNorm1d(num_filters), Dropout(dropout))
         # padding 2 (k / 4 - 1) gives every kernel the same output length, so they concatenate.
         self.inception = nn.ModuleList(
             nn.Conv1d(num_filters, num_filters, k, stride=STRIDE, padding=2 * (k // STRIDE - 1),
                       padding_mode="circular")
             for k in INCEPTION_KERNELS)
         width = len(INCEPTION_KERNELS) * num_filters
-        self.post_inception = nn.Sequential(nn.GELU(), nn.BatchNorm1d(width), nn.Dropout(dropout))
+        self.post_inception = nn.Sequential(nn.GELU(), nn.BatchNorm1d(width), Dropout(dropout))
         self.out_conv = nn.Sequential(
             nn.Conv1d(width, num_filters, OUT_KERNEL, stride=STRIDE), nn.GELU(), nn.BatchNorm1d(num_filters))
         self.query_dim = num_filters * query_length(embed_dim)

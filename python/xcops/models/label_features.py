@@ -2,9 +2,10 @@
 label's training texts, built with scipy from the token ids of the training set.
 
 PIFA lives in the vocabulary space (hundreds of thousands of sparse columns) while
-``balanced_kmeans`` takes a dense table, so the features are sketched down to a few hundred
-dimensions by a sparse random projection, which keeps inner products (and so the spherical
-k-means geometry) in expectation.
+``balanced_kmeans`` takes a dense table, so the features are brought down to a few hundred
+dimensions, either by a sparse random projection (keeps inner products in expectation; cheap)
+or by a truncated SVD (:func:`pifa_svd`; keeps the most of them that any ``dim`` columns can,
+and its other factor gives every word a vector in the same label space).
 """
 
 from __future__ import annotations
@@ -73,3 +74,29 @@ def label_features(input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int
     features = pifa(labels, tfidf(token_counts(input_ids, vocab_size, pad_id)))
     sketch = features @ sparse_projection(vocab_size, dim, seed=seed)
     return torch.from_numpy(np.asarray(sketch.todense(), dtype=np.float32))
+
+
+def randomized_svd(matrix: sp.csr_matrix, rank: int, oversample: int = 16, power_iters: int = 3,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(U [m, rank], S [rank], V [n, rank])`` with ``matrix ~ U diag(S) V^T`` (Halko et al.'s
+    randomized range finder with power iterations): a few sparse products and one small dense
+    SVD, where an exact sparse SVD of a 25k x 190k matrix takes minutes."""
+    rank = min(rank, *matrix.shape)
+    width = min(rank + oversample, *matrix.shape)
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(matrix @ rng.standard_normal((matrix.shape[1], width)).astype(np.float32))
+    for _ in range(power_iters):  # QR between the products keeps the small singular directions
+        other, _ = np.linalg.qr(matrix.T @ basis)
+        basis, _ = np.linalg.qr(matrix @ other)
+    u, s, vt = np.linalg.svd(np.asarray((matrix.T @ basis).T), full_matrices=False)
+    return (basis @ u)[:, :rank], s[:rank], vt[:rank].T
+
+
+def pifa_svd(input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int, dim: int = 256,
+             seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(label vectors [L, dim], word vectors [vocab_size, dim])`` from the rank-``dim`` SVD
+    ``PIFA ~ U S V^T``: labels ``U S`` (for clustering), words ``V S`` (a word's TF-IDF
+    association with every label, in the same coordinates), both float32."""
+    features = pifa(labels, tfidf(token_counts(input_ids, vocab_size, pad_id)))
+    u, s, v = randomized_svd(features, dim, seed=seed)
+    return torch.from_numpy(np.ascontiguousarray(u * s)), torch.from_numpy(np.ascontiguousarray(v * s))

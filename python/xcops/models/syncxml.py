@@ -3,20 +3,31 @@
 - The meta head scores every label *cluster* (balanced 2-means over PIFA label features,
   ``cluster_size`` labels at most per cluster) with a dense linear layer.
 - The extreme head is a :class:`xcops.nn.ShortlistLinear` over all labels, scored only on the labels
-  of a row's top clusters, so a step touches ``top_clusters * cluster_size`` label vectors per row
-  instead of all L (sparse gradients, SparseAdam).
+  of a row's top clusters with ``shortlist_score``, so a step touches ``top_clusters *
+  cluster_size`` label vectors per row instead of all L. Its gradient is dense (one fused Adam
+  pass), since a batch's shortlists cover most labels of a set this size; the token embeddings
+  keep sparse row gradients (:class:`xcops.optim.RowAdam`).
 
-Training uses teacher forcing: a row's clusters are its positive clusters plus the best-scoring
-other clusters (the hard negatives) up to ``top_clusters``; the loss is BCE of the extreme head
-over that shortlist plus BCE of the meta head over all clusters. For the first
-``detach_epochs`` epochs the extreme head's loss does not reach the encoder, which first learns
-the easier meta task. Inference ranks the labels of the top predicted clusters by
-``sigmoid(extreme logit) * meta probability of the label's cluster``.
+Training follows the paper: a per-step 1cycle learning rate (peak ``cfg.lr``), dropout 0.3 on
+the meta head and 0.5 on the extreme head, and teacher forcing: a row's clusters are its
+positive clusters plus the best-scoring other clusters (the hard negatives) up to
+``top_clusters``; the loss is BCE of the extreme head over that shortlist plus BCE of the meta
+head over all clusters. For the first ``detach_fraction`` of the steps the extreme head's loss
+does not reach the encoder, which first learns the easier meta task.
+
+Inference shortlists the labels of the ``predict_clusters`` best clusters, ranks them with
+``shortlist_topk`` and reorders the best by ``sigmoid(extreme logit) * meta probability of the
+label's cluster``. With ``ova`` the model is one-vs-all InceptionXML instead: the extreme head
+scores every label in training (BCE over all L) and ``dense_topk`` ranks them all; no meta head
+is trained. It is the accuracy that the shortlist should come close to.
+
+No pretrained word vectors can be downloaded here; ``embed_init="label-svd"`` starts the
+embeddings from the training set's own word-label statistics (:func:`label_svd_embeddings`),
+and ``pretrained="minilm"`` from the word-piece table of the packaged MiniLM.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -27,46 +38,82 @@ from torch import nn
 from ..data import XCTextDataset
 from ..nn import ShortlistLinear
 from ..ops.clustering import balanced_kmeans, clusters_for_leaf_size, clusters_to_csr
-from ..progress import progress_bar
+from ..optim import one_cycle, per_step_schedulers
+from ..progress import TrainingMeter, progress_bar
 from .base import XCModel
-from .heads import masked_bce_with_logits
+from .dropout import Dropout
+from .heads import init_bias_from_label_rates, masked_bce_with_logits
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
-from .label_features import label_features
+from .label_features import label_features, pifa_svd
+
+
+EMBED_INITS = ("random", "label-svd")
+SCHEDULES = ("onecycle", "constant")
+
+# model_args key -> (check, what it must be); every key has a default in SyncXMLOptions.
+_RULES = {
+    "cluster_size": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "top_clusters": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "predict_clusters": (lambda v: v is None or _integer(v, 1), "null or an integer >= 1"),
+    "detach_fraction": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "embed_dim": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "num_filters": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "meta_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "extreme_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "feature_dim": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "pretrained": (lambda v: v is None or isinstance(v, str), "null, 'minilm' or a model folder"),
+    "embed_init": (lambda v: v in EMBED_INITS, f"one of {EMBED_INITS}"),
+    "ova": (lambda v: isinstance(v, bool), "true or false"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
+    "pct_start": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "div_factor": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+    "final_div_factor": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+}
+def _integer(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
 class SyncXMLOptions:
-    """The ``cfg.model_args`` of SyncXML."""
+    """The ``cfg.model_args`` of SyncXML (and, with ``ova``, of one-vs-all InceptionXML)."""
 
     cluster_size: int = 16  # most labels per meta cluster (the leaves of balanced 2-means)
-    top_clusters: int = 32  # clusters whose labels form a row's shortlist, in training and inference
-    detach_epochs: int = 1  # first epochs in which the extreme loss does not train the encoder
+    top_clusters: int = 32  # clusters whose labels form a row's training shortlist
+    predict_clusters: Optional[int] = None  # clusters shortlisted at inference (None: top_clusters)
+    detach_fraction: float = 0.2  # first fraction of the steps in which the extreme loss does not train the encoder
     embed_dim: int = 256  # token embedding size (taken from the table when pretrained)
     num_filters: int = 32  # channels of the convolutions; query dim = num_filters * f(embed_dim)
-    dropout: float = 0.25
+    dropout: float = 0.25  # in the encoder
+    meta_dropout: float = 0.3  # on the meta head's input and hidden layer
+    extreme_dropout: float = 0.5  # on the extreme head's input and hidden layer
     feature_dim: int = 256  # size of the PIFA sketch the labels are clustered on
     pretrained: Optional[str] = None  # "minilm" or a transformers folder: its token embeddings + tokenizer
+    embed_init: str = "random"  # or "label-svd": word vectors from the SVD of the training PIFA
+    ova: bool = False  # one-vs-all: the extreme head scores every label, no meta head (the accuracy reference)
+    schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
+    pct_start: float = 0.33
+    div_factor: float = 10.0
+    final_div_factor: float = 1e4
 
     @classmethod
     def parse(cls, model_args: dict) -> "SyncXMLOptions":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(model_args) - set(fields))
+        unknown = sorted(set(model_args) - set(_RULES))
         if unknown:
-            raise ValueError(f"unknown syncxml model_args {unknown}; known: {sorted(fields)}")
+            raise ValueError(f"unknown syncxml model_args {unknown}; known: {sorted(_RULES)}")
         for key, value in model_args.items():
-            if key == "pretrained":
-                ok = value is None or isinstance(value, str)
-                expected = "null, 'minilm' or a model folder"
-            elif key == "dropout":
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
-                expected = "a number in [0, 1)"
-            else:
-                low = 0 if key == "detach_epochs" else 1
-                ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-                expected = f"an integer >= {low}"
-            if not ok:
+            check, expected = _RULES[key]
+            if not check(value):
                 raise ValueError(f"syncxml model_args[{key!r}] must be {expected}, got {value!r}")
-        return cls(**model_args)
+        options = cls(**model_args)
+        if options.pretrained is not None and options.embed_init != "random":
+            raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
+                             f"{options.pretrained!r} both set the embeddings; keep one")
+        return options
 
 
 def cluster_table(assign: torch.Tensor, num_clusters: int) -> torch.Tensor:
@@ -84,8 +131,8 @@ class ResidualHead(nn.Module):
 
     def __init__(self, dim: int, dropout: float):
         super().__init__()
-        self.hidden = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, dim), nn.GELU())
-        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Sequential(Dropout(dropout), nn.Linear(dim, dim), nn.GELU())
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(x + self.hidden(x))
@@ -96,21 +143,29 @@ class SyncXML(XCModel):
 
     def __init__(self, vocab_size: int, num_labels: int, num_clusters: int, cluster_width: int, seq_len: int,
                  pad_id: int = 0, embed_dim: int = 256, num_filters: int = 32, dropout: float = 0.25,
-                 top_clusters: int = 32, fused: bool = True, embeddings: Optional[torch.Tensor] = None):
+                 top_clusters: int = 32, fused: bool = True, embeddings: Optional[torch.Tensor] = None,
+                 meta_dropout: float = 0.3, extreme_dropout: float = 0.5, predict_clusters: Optional[int] = None,
+                 ova: bool = False):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
-        self.meta_hidden = ResidualHead(dim, dropout)
+        self.meta_hidden = ResidualHead(dim, meta_dropout)
         self.meta = nn.Linear(dim, num_clusters)
-        self.extreme_hidden = ResidualHead(dim, dropout)
-        self.extreme = ShortlistLinear(num_labels, dim, fused=fused)
+        self.extreme_hidden = ResidualHead(dim, extreme_dropout)
+        # Dense gradients: a batch's shortlists touch most labels of a 25k-label set, where a dense
+        # fused Adam step (~5 ms for 10M weights on 2 cores) beats any sparse-row update.
+        self.extreme = ShortlistLinear(num_labels, dim, sparse_grad=False, fused=fused)
         # The clustering is part of the model: a checkpoint carries it.
         self.register_buffer("label_cluster", torch.zeros(num_labels, dtype=torch.int64))
         self.register_buffer("cluster_labels", torch.full((num_clusters, cluster_width), -1, dtype=torch.int64))
         self.top_clusters = min(top_clusters, num_clusters)
+        self.predict_clusters = min(predict_clusters or top_clusters, num_clusters)
+        self.ova = ova
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, num_clusters=num_clusters,
                            cluster_width=cluster_width, seq_len=seq_len, pad_id=pad_id, embed_dim=embed_dim,
-                           num_filters=num_filters, dropout=dropout, top_clusters=top_clusters)
+                           num_filters=num_filters, dropout=dropout, top_clusters=top_clusters,
+                           meta_dropout=meta_dropout, extreme_dropout=extreme_dropout,
+                           predict_clusters=predict_clusters, ova=ova)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -135,6 +190,8 @@ class SyncXML(XCModel):
             if len(train_set.tokenizer) > vocab_size:
                 raise ValueError(f"the tokenizer has {len(train_set.tokenizer)} ids but the pretrained table "
                                  f"only {vocab_size} rows")
+        elif options.embed_init == "label-svd":
+            embeddings = label_svd_embeddings(train_set, embed_dim, cfg.seed)
         num_labels = train_set.num_labels
         features = label_features(train_set.input_ids, train_set.labels, vocab_size, train_set.pad_token_id,
                                   options.feature_dim, cfg.seed)
@@ -143,7 +200,8 @@ class SyncXML(XCModel):
         table = cluster_table(assign, num_clusters)
         model = cls(vocab_size, num_labels, num_clusters, table.shape[1], train_set.max_len,
                     train_set.pad_token_id, embed_dim, options.num_filters, options.dropout,
-                    options.top_clusters, cfg.fused, embeddings)
+                    options.top_clusters, cfg.fused, embeddings, options.meta_dropout, options.extreme_dropout,
+                    options.predict_clusters, options.ova)
         model.label_cluster.copy_(assign)
         model.cluster_labels.copy_(table)
         model.init_biases(train_set.labels)
@@ -157,6 +215,9 @@ class SyncXML(XCModel):
         -7, steps in which the rest of the network is pushed to predict "negative" instead of
         learning from the input."""
         labels = labels.tocsr()
+        if self.ova:
+            init_bias_from_label_rates(self.extreme.bias, labels)
+            return
         rows = torch.repeat_interleave(torch.arange(labels.shape[0]), torch.from_numpy(labels.getnnz(1)))
         num_clusters = len(self.cluster_labels)
         pairs = torch.unique(rows * num_clusters + self.label_cluster.cpu()[torch.from_numpy(labels.indices).long()])
@@ -176,7 +237,8 @@ class SyncXML(XCModel):
 
     def forward(self, input_ids: torch.Tensor, cluster_targets: Optional[torch.Tensor] = None,
                 detach_extreme: bool = False):
-        """``(meta_logits [B, C], clusters [B, K], shortlist [B, K * S], extreme_logits [B, K * S])``.
+        """``(meta_logits [B, C], clusters [B, K], shortlist [B, K * S], extreme_logits [B, K * S])``
+        in training.
 
         ``clusters`` are the top meta clusters, the positive ones (``cluster_targets``) first when
         given; ``shortlist`` holds their labels (-1 pads clusters smaller than S).
@@ -195,17 +257,21 @@ class SyncXML(XCModel):
              detach_extreme: bool = False) -> torch.Tensor:
         """The training loss of a batch (labels as CSR ``indptr [B + 1]``, ``indices``)."""
         device = self.label_cluster.device
-        batch, num_labels = len(indptr) - 1, len(self.label_cluster)
+        batch = len(indptr) - 1
         indptr, indices = indptr.to(device), indices.to(device)
         rows = torch.repeat_interleave(torch.arange(batch, device=device), indptr.diff())
+        if self.ova:
+            head = self.extreme_hidden(self.encoder(input_ids.to(device)))
+            logits = nn.functional.linear(head, self.extreme.weight, self.extreme.bias)
+            targets = torch.zeros_like(logits)
+            targets[rows, indices] = 1.0
+            return masked_bce_with_logits(logits, targets)
         cluster_targets = torch.zeros(batch, len(self.cluster_labels), device=device)
         cluster_targets[rows, self.label_cluster[indices]] = 1.0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             meta_logits, _, shortlist, extreme_logits = self(input_ids.to(device), cluster_targets, detach_extreme)
-        # A slot is positive when row * L + label is one of the batch's (row, label) pairs.
-        keys = torch.arange(batch, device=device).unsqueeze(1) * num_labels + shortlist
         valid = shortlist >= 0
-        targets = torch.isin(keys, rows * num_labels + indices) & valid
+        targets = shortlist_targets(shortlist, rows, indices, len(self.label_cluster)) & valid
         extreme_loss = masked_bce_with_logits(extreme_logits, targets, valid)
         return extreme_loss + masked_bce_with_logits(meta_logits, cluster_targets)
 
@@ -223,33 +289,83 @@ class SyncXML(XCModel):
                                              collate_fn=XCTextDataset.collate,
                                              drop_last=len(train_set) > cfg.batch_size,
                                              generator=torch.Generator().manual_seed(cfg.seed))
+        total_steps = cfg.epochs * len(loader)
+        factor = (one_cycle(total_steps, options.pct_start, options.div_factor, options.final_div_factor)
+                  if options.schedule == "onecycle" else (lambda step: 1.0))
+        schedulers = per_step_schedulers(optimizers, factor)
+        detach_steps = round(options.detach_fraction * total_steps)
         self.train()
-        running = None
+        meter = TrainingMeter()
+        step = 0
         for epoch in range(cfg.epochs):
             bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             for batch in bar:
-                loss = self.train_step(optimizers, batch, detach_extreme=epoch < options.detach_epochs).item()
-                running = loss if running is None else 0.95 * running + 0.05 * loss
-                bar.set_postfix(loss=f"{running:.4f}")
+                loss = self.train_step(optimizers, batch, detach_extreme=step < detach_steps).item()
+                lr = optimizers[0].param_groups[0]["lr"]
+                for scheduler in schedulers:
+                    scheduler.step()
+                step += 1
+                bar.set_postfix(meter.update(loss, len(batch[1]) - 1, lr))
         return dict(num_clusters=len(self.cluster_labels), cluster_width=self.cluster_labels.shape[1],
-                    train_loss=running)
+                    train_loss=meter.loss, train_steps=step)
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
-        """The top-k labels of the top clusters by ``sigmoid(extreme) * meta probability``."""
+        """The top-k labels by ``sigmoid(extreme) * meta probability of the label's cluster``.
+
+        The extreme head ranks each row's shortlist (the labels of its ``predict_clusters``
+        best meta clusters) with ``shortlist_topk``, keeping ``max(4k, 50)`` candidates, which
+        the meta probabilities then reorder. One-vs-all ranks all labels with ``dense_topk``.
+        """
         was_training = self.training
         self.eval()
-        width = self.cluster_labels.shape[1]
         out = []
         for start in progress_bar(range(0, len(input_ids), batch_size), desc="predict", unit="batch",
                                   disable=not progress):
             ids = input_ids[start : start + batch_size].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                meta_logits, clusters, shortlist, extreme_logits = self(ids)
-            meta_prob = meta_logits.float().sigmoid().gather(1, clusters).repeat_interleave(width, 1)
-            scores = (extreme_logits.float().sigmoid() * meta_prob).masked_fill(shortlist < 0, -1.0)
-            values, slots = scores.topk(min(k, scores.shape[1]), dim=1)
-            labels = shortlist.gather(1, slots).masked_fill(values < 0, -1)
-            out.append(nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1).cpu())
+            out.append(self._predict_batch(ids, k).cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.int64)
+
+    def _predict_batch(self, ids: torch.Tensor, k: int) -> torch.Tensor:
+        query = self.encoder(ids)
+        head = self.extreme_hidden(query).float()
+        if self.ova:
+            values, labels = self.extreme.topk(head, min(k, len(self.label_cluster)))
+            return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
+        meta_prob = self.meta(self.meta_hidden(query)).float().sigmoid()
+        clusters = meta_prob.topk(self.predict_clusters, dim=1).indices
+        shortlist = self.cluster_labels[clusters].flatten(1)
+        candidates = min(max(4 * k, 50), shortlist.shape[1])
+        logits, labels = self.extreme.topk(head, candidates, shortlist)
+        found = labels >= 0
+        scores = logits.sigmoid() * meta_prob.gather(1, self.label_cluster[labels.clamp_min(0)])
+        scores = scores.masked_fill(~found, -1.0)
+        values, slots = scores.topk(min(k, candidates), dim=1)
+        labels = labels.gather(1, slots).masked_fill(values < 0, -1)
+        return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
+
+
+def shortlist_targets(shortlist: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
+                      num_labels: int) -> torch.Tensor:
+    """``[B, K]`` bool: whether ``shortlist[b, j]`` is one of row b's ``labels`` (CSR ``rows``,
+    ``labels``), by binary search in the sorted ``row * L + label`` keys of the positives:
+    O(B K log P), where ``torch.isin`` sorted the B K slot keys too."""
+    positives = torch.sort(rows * num_labels + labels).values
+    keys = torch.arange(len(shortlist), device=shortlist.device).unsqueeze(1) * num_labels + shortlist
+    if positives.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    where = torch.searchsorted(positives, keys).clamp_max(positives.numel() - 1)
+    return positives[where] == keys
+
+
+def label_svd_embeddings(train_set, embed_dim: int, seed: int) -> torch.Tensor:
+    """Word vectors from the training set: row w is word w's TF-IDF association with every
+    label (its column of PIFA), in the coordinates of PIFA's rank-``embed_dim`` SVD, scaled to
+    unit norm. Words that predict the same labels start close, so the encoder starts from what
+    a linear model would learn; no pretrained vectors can be downloaded here. Padding is zero."""
+    _, words = pifa_svd(train_set.input_ids, train_set.labels, len(train_set.tokenizer),
+                        train_set.pad_token_id, embed_dim, seed)
+    words = nn.functional.normalize(words, dim=1)
+    words[train_set.pad_token_id] = 0.0
+    return words
