@@ -114,13 +114,14 @@ def _drive(args, name: str) -> None:
     test_Y = read_sparse(args.data / "tst_X_Y.txt.xz")[:args.max_test]
     propensity = inv_propensity(train_Y, TrainConfig.propensity_a, TrainConfig.propensity_b)
     metrics = evaluate(test_Y, top, k=(1, 3, 5), inv_propensity=propensity)
+    if args.max_train or args.max_test:  # so that a quick check never replaces a full row of a table
+        name += f" (first {train_Y.shape[0]} training, {test_Y.shape[0]} test titles)"
     record = dict(model=name, **metrics, train_seconds=worker["train_seconds"],
                   predict_seconds=worker["predict_seconds"], wall_seconds=wall,
                   train_rows=train_Y.shape[0], test_rows=test_Y.shape[0], settings=worker["settings"],
                   hardware=describe_hardware(args.threads, (load_before, os.getloadavg()[0])),
                   command=shlex.join(["python", *sys.argv]), date=utc_date())
-    print(f"{name} on {args.data} ({train_Y.shape[0]} training, {test_Y.shape[0]} test titles, "
-          f"{args.threads} thread{'s' * (args.threads != 1)})")
+    print(f"{name} on {args.data} ({args.threads} thread{'s' * (args.threads != 1)})")
     print(format_metrics({key: record[key] for key in (*metrics, "train_seconds", "predict_seconds")}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -76,12 +76,16 @@ def merge(rows: list[dict], new_rows: list[dict]) -> list[dict]:
     return list(merged.values())
 
 
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | train | predict | hardware | date | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        cells = [row["model"], *(f"{row[key]:.2f}" for key in METRICS), f"{row['train_seconds']:.0f} s",
-                 f"{row['predict_seconds']:.0f} s", row["hardware"], row["date"], f"`{row['command']}`"]
+        cells = [row["model"], *(f"{row[key]:.2f}" for key in METRICS), seconds(row["train_seconds"]),
+                 seconds(row["predict_seconds"]), row["hardware"], row["date"], f"`{row['command']}`"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
