@@ -12,7 +12,7 @@ scipy at module level.
 A venv for both baselines (or ``bash tasks.sh baselines``, which makes .venv-baselines):
 
     python3 -m venv .venv-baselines
-    .venv-baselines/bin/pip install libpecos omikuji==0.5.2 scikit-learn
+    .venv-baselines/bin/pip install libpecos==1.2.8 omikuji==0.5.2 scikit-learn==1.9.1
 """
 
 from __future__ import annotations
