@@ -143,7 +143,8 @@ def cpu_name() -> str:
 
 def describe_hardware(threads: int, loads: tuple[float, float]) -> str:
     # Timings on the shared machine swing with its load, so the load goes with them.
-    return f"{cpu_name()}, {threads} thread{'s' * (threads != 1)}, load {loads[0]:.1f} at start and {loads[1]:.1f} at end"
+    return (f"{cpu_name()}, {threads} thread{'s' * (threads != 1)}, "
+            f"load {loads[0]:.1f} at start and {loads[1]:.1f} at end")
 
 
 def utc_date(timestamp: float | None = None) -> str:
