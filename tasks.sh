@@ -8,6 +8,8 @@
 #   bash tasks.sh fuzz    the parser fuzz targets and op property tests, long (EXAMPLES=N each)
 #   bash tasks.sh wheel [cuda|cpu]       a manylinux wheel in dist/, pinned to the torch it is built on
 #   bash tasks.sh wheel-test [cpu|cuda]  builds that wheel, installs it into a fresh venv, smoke-tests it
+#   bash tasks.sh baselines [DATA]       PECOS and Omikuji on yso-finna-en (or DATA), long; rows into
+#                         bench/results/yso_models.json
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${XCOPS_VENV:-.venv}
@@ -93,6 +95,24 @@ PY
   echo "wheel-test: $WHEEL installed and ran outside the source tree"
 }
 
+# The classical baselines beside xcops' models (bench/RESULTS.md, yso-finna-en), in a venv of
+# their own: libpecos pins numpy < 2, and neither is a dependency of xcops. Long (Omikuji alone
+# trained 11 and 16 minutes on 2 cores in issue 14); per-run outputs in runs/baselines/, the
+# table rows in bench/results/yso_models.json.
+baselines() {
+  local data=${1:-../shared/data/yso-finna-en} py=.venv-baselines/bin/python settings
+  [ -f .venv-baselines/pyvenv.cfg ] || python3 -m venv --clear .venv-baselines
+  "$py" -m pip install -q libpecos==1.2.8 omikuji==0.5.2 scikit-learn==1.9.1
+  mkdir -p runs/baselines
+  python bench/baseline_pecos.py "$data" --baseline-python "$py" --json runs/baselines/pecos.json
+  for settings in parabel bonsai; do
+    python bench/baseline_omikuji.py "$data" --settings "$settings" --baseline-python "$py" \
+      --json "runs/baselines/omikuji-$settings.json"
+  done
+  python bench/yso_table.py --baseline runs/baselines/pecos.json --baseline runs/baselines/omikuji-parabel.json \
+    --baseline runs/baselines/omikuji-bonsai.json
+}
+
 case "${1:-}" in
   demo) setup; xcops demo "${@:2}" ;;
   test) setup; python -m pytest -q "${@:2}" ;;
@@ -103,5 +123,6 @@ case "${1:-}" in
       python -m pytest -q tests/test_fuzz_parsers.py tests/test_properties_ops.py "${@:2}" ;;
   wheel) wheel "${2:-cuda}" ;;
   wheel-test) wheel_test "${2:-cpu}" ;;
-  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check|fuzz|wheel|wheel-test [args...]" >&2; exit 2 ;;
+  baselines) setup; baselines "${@:2}" ;;
+  *) echo "usage: bash tasks.sh demo|test|bench|gpu-check|fuzz|wheel|wheel-test|baselines [args...]" >&2; exit 2 ;;
 esac
