@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,23 @@ def test_minilm_loads_offline_and_embeds_384d_unit_vectors():
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > similarity[0, 2]  # a pretrained encoder, not random weights
+
+
+def test_subset_benchmark_runs_both_models_on_a_fixed_subset(data_dir, encoder_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ngame_subset", Path(__file__).parents[1] / "bench" / "ngame_subset.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model_args = json.dumps(dict(encoder=str(encoder_dir), m1_epochs=1, m4_epochs=1, cluster_size=4,
+                                 max_cluster_size=16, fusion_rows=20))
+    bench.main([str(data_dir), "--out", str(tmp_path), "--train", "100", "--test", "30", "--model-args", model_args])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"frozen", "ngame"}
+    for metrics in results.values():
+        assert set(bench.KEYS) <= set(metrics) and all(0 <= metrics[key] <= 100 for key in bench.KEYS)
+    assert "| frozen |" in capsys.readouterr().out
+    subset = tmp_path / "data"
+    assert len(read_text(subset / "trn_X.txt")) == 100 and len(read_text(subset / "tst_X.txt")) == 30
+    # The subset is a fixed draw: the same seed gives the same rows.
+    again = bench.build_subset(data_dir, tmp_path / "again", 100, 30, seed=0)
+    for name in ("trn_X.txt", "trn_X_Y.txt", "tst_X.txt", "Y.txt"):
+        assert (again / name).read_bytes() == (subset / name).read_bytes(), name
