@@ -122,7 +122,7 @@ class NGAMEOptions:
     max_cluster_size: int = 64  # at most cfg.batch_size
     shortlist_size: int = 100  # candidates per kNN index at inference
     alpha: Optional[float] = None  # weight of the label-embedding cosine; None: fitted
-    fusion_rows: int = 2000  # training rows held out of M4 to fit alpha (at most a fifth)
+    fusion_rows: int = 2000  # training rows held out of M4 to fit alpha (at most a fifth; none if alpha is set)
     lr_encoder: float = 2e-4  # AdamW, M1
     weight_decay: float = 0.0  # AdamW, M1
     lr_classifier: float = 1e-3  # RowAdam, M4
@@ -234,7 +234,7 @@ class NGAME(XCModel):
                                                  progress)
         queries = self.freeze_embeddings(train_set, cfg.eval_batch_size, device, progress)
         # Rows the classifiers never see, so the fusion is fitted on scores like the test's.
-        held = min(options.fusion_rows, len(queries) // 5)
+        held = min(options.fusion_rows, len(queries) // 5) if options.alpha is None else 0
         order = torch.randperm(len(queries), generator=generator)
         held_out, m4_rows = order[:held].sort().values, order[held:].sort().values
         self.init_classifier(options.classifier_init, queries, indptr, indices, m4_rows)
