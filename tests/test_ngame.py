@@ -1,4 +1,4 @@
-"""NGAME (siamese transformer + cluster batches, then kNN-shortlist classifiers) on tiny sets.
+"""NGAME (siamese transformer + curriculum cluster batches, then cosine classifiers, fused kNN) on tiny sets.
 
 The encoder is a tiny randomly initialised BERT with a word-level vocabulary of the synthetic
 data, saved to a temporary folder, so nothing is downloaded; one test loads the real
