@@ -1,4 +1,4 @@
-"""NGAME (siamese transformer + cluster batches, then kNN-shortlist classifiers) on tiny sets.
+"""NGAME (siamese transformer + curriculum cluster batches, then cosine classifiers, fused kNN) on tiny sets.
 
 The encoder is a tiny randomly initialised BERT with a word-level vocabulary of the synthetic
 data, saved to a temporary folder, so nothing is downloaded; one test loads the real
@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,15 +21,8 @@ transformers = pytest.importorskip("transformers")
 
 from xcops.data import generate, read_label_names, read_text  # noqa: E402
 from xcops.metrics import evaluate  # noqa: E402
-from xcops.models.ngame import (  # noqa: E402
-    NGAME,
-    NGAMEOptions,
-    csr_to_padded,
-    encoder_folder,
-    in_batch_labels,
-    m4_shortlist,
-    select_rows,
-)
+from xcops.models.ngame import NGAME, NGAMEOptions, encoder_folder, label_centroids  # noqa: E402
+from xcops.models.ngame_training import in_batch_labels, select_rows  # noqa: E402
 from xcops.models.text_encoder import TextEncoder  # noqa: E402
 from xcops.train import TrainConfig, load_run, load_splits, save_run, train  # noqa: E402
 
@@ -63,8 +57,9 @@ def encoder_dir(tmp_path_factory, data_dir):
 
 
 def make_cfg(data_dir, encoder_dir, tmp_path=None, **model_args):
-    args = dict(encoder=str(encoder_dir), m1_epochs=3, m4_epochs=3, warmup=1, cluster_size=4, max_cluster_size=16,
-                num_negatives=5, shortlist_size=8, lr_encoder=2e-3, lr_classifier=2e-2)
+    args = dict(encoder=str(encoder_dir), m1_epochs=3, m4_epochs=3, warmup=1, refresh_interval=1, cluster_size=4,
+                max_cluster_size=16, num_negatives=5, shortlist_size=8, lr_encoder=2e-3, lr_classifier=2e-2,
+                lr_warmup_steps=2, fusion_rows=40)
     args.update(model_args)
     out = str(tmp_path / "run") if tmp_path is not None else "unused"
     return TrainConfig(model="ngame", data=str(data_dir), out=out, max_len=16, batch_size=32, eval_batch_size=64,
@@ -93,8 +88,9 @@ def test_model_args_are_validated(data_dir, encoder_dir):
     with pytest.raises(ValueError, match=r"unknown ngame model_args \['epochs'\]"):
         NGAMEOptions.parse({"epochs": 3})
     bad = dict(encoder="", pooling="max", m1_epochs=-1, m4_epochs=1.5, margin=-0.1, num_negatives=0,
-               temperature=0, warmup=True, refresh_interval=0, cluster_size=1, double_every=0, max_cluster_size=1,
-               shortlist_size=0, alpha=1.5, lr_encoder=0, weight_decay=float("nan"), lr_classifier="1e-3")
+               temperature=0, m4_margin=-1, m4_negatives=0, dropout=1.0, classifier_init="random", warmup=True,
+               refresh_interval=0, cluster_size=1, double_every=0, max_cluster_size=1, shortlist_size=0, alpha=1.5,
+               fusion_rows=0, lr_encoder=0, weight_decay=float("nan"), lr_classifier="1e-3", lr_warmup_steps=-1)
     assert set(bad) == fields  # every option is checked
     for key, value in bad.items():
         with pytest.raises(ValueError, match=rf"ngame model_args\['{key}'\] must be"):
@@ -128,19 +124,10 @@ def test_in_batch_labels_are_multi_positive_aware():
             assert listed == truth & set(batch.labels.tolist())
 
 
-def test_row_selection_and_padding():
+def test_row_selection():
     indptr, indices = torch.tensor([0, 2, 2, 5]), torch.tensor([4, 1, 0, 3, 8])
     sub_indptr, sub_indices = select_rows(indptr, indices, torch.tensor([2, 1, 0, 2]))
     assert sub_indptr.tolist() == [0, 3, 3, 5, 8] and sub_indices.tolist() == [0, 3, 8, 4, 1, 0, 3, 8]
-    assert csr_to_padded(sub_indptr, sub_indices).tolist() == [[0, 3, 8], [-1, -1, -1], [4, 1, -1], [0, 3, 8]]
-
-
-def test_m4_shortlist_scores_each_positive_once():
-    knn = torch.tensor([[3, 1, 4], [0, 2, 5]])
-    positives = torch.tensor([[1, 7], [6, -1]])
-    shortlist, targets = m4_shortlist(knn, positives, num_labels=10)
-    assert shortlist.tolist() == [[3, -1, 4, 1, 7], [0, 2, 5, 6, -1]]
-    assert targets.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]]
 
 
 def test_m1_steps_reduce_the_loss(data_dir, encoder_dir, splits):
@@ -166,27 +153,43 @@ def test_m1_steps_reduce_the_loss(data_dir, encoder_dir, splits):
     assert before > 0 and loss() < 0.5 * before
 
 
-def test_m4_steps_reduce_the_loss(data_dir, encoder_dir, splits):
-    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=5)
+@pytest.mark.parametrize("init", ["label", "centroid"])
+def test_classifier_init(data_dir, encoder_dir, splits, init):
+    train_set = splits[0]
+    torch.manual_seed(0)
+    model = NGAME.create(make_cfg(data_dir, encoder_dir), train_set)
+    indptr, indices = label_csr(train_set)
+    queries = model.freeze_embeddings(train_set, 64, CPU, progress=False)
+    assert torch.allclose(model.label_embeddings.norm(dim=1), torch.ones(24))
+    rows = torch.arange(0, len(train_set), 2)
+    model.init_classifier(init, queries, indptr, indices, rows)
+    start = model.label_embeddings if init == "label" else label_centroids(
+        queries, indptr, indices, rows, 24, model.label_embeddings)
+    assert torch.allclose(model.classifier.weight, start)
+
+
+def test_m4_trains_cosine_classifiers_on_the_frozen_encoder(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=4)
+    options = NGAMEOptions.parse(cfg.model_args)
     train_set = splits[0]
     torch.manual_seed(0)
     model = NGAME.create(cfg, train_set)
     indptr, indices = label_csr(train_set)
-    positives = csr_to_padded(indptr, indices)
-
     encoder_state = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    queries, knn = model.m4_setup(train_set, 64, CPU, progress=False)
-    assert knn.shape == (len(train_set), 8)
-    assert torch.allclose(model.classifier.weight, model.label_embeddings)
-    assert torch.allclose(model.label_embeddings.norm(dim=1), torch.ones(24))
-    with torch.no_grad():
-        before = model.m4_loss(queries, knn, positives).item()
-    # fit_classifier runs m4_setup again: the same frozen embeddings, the same initial classifier.
-    model.fit_classifier(cfg, NGAMEOptions.parse(cfg.model_args), train_set, indptr, indices,
-                         torch.Generator().manual_seed(0), CPU, progress=False)
-    with torch.no_grad():
-        after = model.m4_loss(queries, knn, positives).item()
-    assert after < 0.8 * before
+    queries = model.freeze_embeddings(train_set, 64, CPU, progress=False)
+    rows = torch.arange(len(train_set))
+    model.init_classifier("label", queries, indptr, indices, rows)
+    start = model.classifier.weight.clone()
+
+    def classifier_p5():  # retrieval by the classifier vectors alone, on the training rows
+        return evaluate(train_set.labels, (queries @ model.classifier.weight.T).topk(5, 1).indices, k=(5,))["P@5"]
+
+    before = classifier_p5()
+    model.fit_classifier(cfg, options, queries, indptr, indices, rows, torch.Generator().manual_seed(0),
+                         progress=False)
+    assert classifier_p5() > before + 10
+    assert torch.allclose(model.classifier.weight.norm(dim=1), torch.ones(24))  # unit rows: cosines
+    assert not torch.allclose(model.classifier.weight, start, atol=1e-3)
     # The encoder is frozen in M4.
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_state.items())
 
@@ -203,26 +206,29 @@ def test_fit_is_deterministic_by_seed(data_dir, encoder_dir, splits):
     assert torch.equal(model_a.predict(test_set.input_ids, **predict), model_b.predict(test_set.input_ids, **predict))
 
 
-def test_predict_fuses_knn_and_classifier_scores(data_dir, encoder_dir, splits):
-    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=0, shortlist_size=30)
+def test_predict_ranks_the_union_of_both_indexes_by_the_fused_score(data_dir, encoder_dir, splits):
+    cfg = make_cfg(data_dir, encoder_dir, m1_epochs=0, m4_epochs=0, shortlist_size=3)
     train_set, test_set = splits
     model, _ = fitted(cfg, train_set)
-    with torch.no_grad():
-        model.classifier.bias.copy_(torch.linspace(-8, 8, 24))  # the classifier favours high label ids
+    with torch.no_grad():  # classifiers that disagree with the label embeddings
+        model.classifier.weight.copy_(torch.nn.functional.normalize(torch.randn(24, model.encoder.dim), dim=1))
     ids = test_set.input_ids[:10]
-    predictions = {}
-    for alpha in (1.0, 0.0):
-        model.alpha = alpha
-        predictions[alpha] = model.predict(ids, k=30, batch_size=4, device=CPU, progress=False)
-    # shortlist_size > L: all 24 labels ranked, 6 slots of padding.
-    assert (predictions[1.0][:, 24:] == -1).all() and (predictions[0.0][:, 24:] == -1).all()
     queries = model.encoder.embed(ids, 4, CPU, progress=False)
     cosine = queries @ model.label_embeddings.T
-    logits = cosine + model.classifier.bias  # the weights are the label embeddings after m4_setup
-    for alpha, scores in ((1.0, cosine), (0.0, logits)):
-        ranked = predictions[alpha][:, :24]
-        assert torch.equal(ranked.sort(1).values, torch.arange(24).expand(10, -1))
-        assert (scores.gather(1, ranked).diff(dim=1) <= 1e-5).all()  # best first
+    classifier = queries @ model.classifier.weight.T
+    candidates = torch.zeros_like(cosine, dtype=torch.bool)
+    # Each index gives max(shortlist_size, k) = 5 labels.
+    candidates.scatter_(1, cosine.topk(5, 1).indices, True).scatter_(1, classifier.topk(5, 1).indices, True)
+    for alpha in (1.0, 0.0, 0.3):
+        model.alpha = alpha
+        predicted = model.predict(ids, k=5, batch_size=4, device=CPU, progress=False)
+        fused = (alpha * cosine + (1 - alpha) * classifier).masked_fill(~candidates, float("-inf"))
+        assert candidates.gather(1, predicted).all()
+        assert torch.allclose(fused.gather(1, predicted), fused.topk(5, 1).values, atol=1e-5)
+    # k above the number of labels: every label once, then padding.
+    everything = model.predict(ids, k=30, batch_size=4, device=CPU, progress=False)
+    assert torch.equal(everything[:, :24].sort(1).values, torch.arange(24).expand(10, -1))
+    assert (everything[:, 24:] == -1).all()
 
 
 def test_train_end_to_end_writes_a_run_that_beats_the_untrained_encoder(data_dir, encoder_dir, splits, tmp_path):
@@ -232,12 +238,13 @@ def test_train_end_to_end_writes_a_run_that_beats_the_untrained_encoder(data_dir
     for name in ("config.json", "metrics.json", "model.safetensors", "model.json", "tokenizer"):
         assert (run / name).exists(), name
     assert json.loads((run / "metrics.json").read_text()) == pytest.approx(metrics)
-    assert {"P@1", "P@5", "PSP@5", "m1_loss", "m4_loss", "m1_cluster_size"} <= set(metrics)
+    assert {"P@1", "P@5", "PSP@5", "m1_loss", "m4_loss", "m1_cluster_size", "alpha"} <= set(metrics)
     assert np.isfinite(metrics["m1_loss"]) and np.isfinite(metrics["m4_loss"])
     assert metrics["m1_cluster_size"] == 16  # refreshes at epochs 1..5: 4, 8, 16 (the cap), 16, 16
     # The reloaded run predicts exactly what was evaluated.
     model, tokenizer, meta = load_run(run)
     assert meta["model"] == "ngame" and type(tokenizer).__name__.startswith("Bert")
+    assert model.alpha == metrics["alpha"] and 0 <= model.alpha <= 1  # fitted, and saved with the run
     _, test_set = load_splits(cfg, data_dir, tokenizer)
     predictions = model.predict(test_set.input_ids, cfg.top_k, cfg.eval_batch_size, CPU, progress=False)
     reloaded = evaluate(test_set.labels, predictions, k=(1, 3, 5))
@@ -277,3 +284,23 @@ def test_minilm_loads_offline_and_embeds_384d_unit_vectors():
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > similarity[0, 2]  # a pretrained encoder, not random weights
+
+
+def test_subset_benchmark_runs_both_models_on_a_fixed_subset(data_dir, encoder_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ngame_subset", Path(__file__).parents[1] / "bench" / "ngame_subset.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model_args = json.dumps(dict(encoder=str(encoder_dir), m1_epochs=1, m4_epochs=1, cluster_size=4,
+                                 max_cluster_size=16, fusion_rows=20))
+    bench.main([str(data_dir), "--out", str(tmp_path), "--train", "100", "--test", "30", "--model-args", model_args])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"frozen", "ngame"}
+    for metrics in results.values():
+        assert set(bench.KEYS) <= set(metrics) and all(0 <= metrics[key] <= 100 for key in bench.KEYS)
+    assert "| frozen |" in capsys.readouterr().out
+    subset = tmp_path / "data"
+    assert len(read_text(subset / "trn_X.txt")) == 100 and len(read_text(subset / "tst_X.txt")) == 30
+    # The subset is a fixed draw: the same seed gives the same rows.
+    again = bench.build_subset(data_dir, tmp_path / "again", 100, 30, seed=0)
+    for name in ("trn_X.txt", "trn_X_Y.txt", "tst_X.txt", "Y.txt"):
+        assert (again / name).read_bytes() == (subset / name).read_bytes(), name

@@ -18,6 +18,7 @@ def triplet_ohnm(
     k: int = 10,
     margin: float = 0.3,
     temperature: Optional[float] = None,
+    violators_only: bool = False,
 ) -> torch.Tensor:
     """NGAME's triplet margin loss with online hard negative mining.
 
@@ -27,7 +28,10 @@ def triplet_ohnm(
     :func:`xcops.hard_negatives`), the loss is the mean over rows and negative slots of
     ``max(0, s_n - s_p + margin)``; with ``temperature`` each slot is weighted by
     ``softmax(s_n / temperature)`` over the row's negatives, as NGAME does to focus on the
-    hardest ones. Slots without a negative contribute 0. Inputs are usually L2-normalised.
+    hardest ones. With ``violators_only`` that softmax runs over the violators alone (the
+    negatives with a positive loss; NGAME's "aggressive" mode), so a row's weights sum to 1
+    over the negatives that still need pushing away. Slots without a negative contribute 0.
+    Inputs are usually L2-normalised.
 
     Args:
         query: ``[B, d]`` query embeddings.
@@ -47,7 +51,8 @@ def triplet_ohnm(
     negative_scores = negative_scores.to(acc).masked_fill(~present, 0.0)
     loss = torch.relu(negative_scores - anchor + margin) * present
     if temperature is not None:
-        logits = (negative_scores / temperature).masked_fill(~present, float("-inf"))
-        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # rows with no negative: 0
+        weighted = present & (loss > 0) if violators_only else present
+        logits = (negative_scores / temperature).masked_fill(~weighted, float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # rows with nothing weighted: 0
         loss = loss * weights
     return loss.sum() / max(batch * k, 1)

@@ -28,7 +28,7 @@ from .data.synthetic import make_synthetic
 from .distributed.launch import launched_world_size
 from .metrics import evaluate, inv_propensity
 from .models import MODELS, get_model
-from .models.ngame import NGAMEOptions
+from .models.ngame import UNUSED_TRAIN_FIELDS as NGAME_UNUSED_FIELDS, NGAMEOptions
 from .models.syncxml import SyncXMLOptions
 from .progress import progress_bar
 
@@ -41,6 +41,9 @@ class ConfigError(ValueError):
 # Model name -> parser of its model_args (raising ValueError on unknown or bad keys); the
 # default model takes none.
 _MODEL_OPTIONS = {"syncxml": SyncXMLOptions.parse, "ngame": NGAMEOptions.parse}
+# Model name -> {config field it does not use: what to set instead}. Such a field set to
+# anything but its default is an error rather than silently ignored.
+_UNUSED_FIELDS = {"ngame": NGAME_UNUSED_FIELDS}
 
 
 @dataclass
@@ -98,6 +101,10 @@ class TrainConfig:
         elif self.model_args:
             raise ConfigError(f"model_args: the {self.model} model takes no model_args, got "
                               f"{sorted(self.model_args)}")
+        for key, instead in _UNUSED_FIELDS.get(self.model, {}).items():
+            if getattr(self, key) != _DEFAULTS[key]:
+                raise ConfigError(f"{key}: the {self.model} model does not use it (got {getattr(self, key)!r}); "
+                                  f"{instead}")
         allowed = set(inspect.signature(make_synthetic).parameters) - {"seed"}
         for key, value in self.synthetic.items():
             if key not in allowed:
@@ -109,6 +116,8 @@ class TrainConfig:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out: {out} exists and is not a directory")
 
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 # field -> (type, smallest allowed value or None); bool is never taken for a number.
 _FIELD_RULES = {

@@ -26,6 +26,8 @@ class HardNegativeTripletLoss(nn.Module):
         margin: the margin between positive and negative similarity.
         k: hardest negatives per query.
         temperature: ``None`` for uniform weights, else the softmax temperature.
+        violators_only: the softmax over the violating negatives only (see
+            :func:`xcops.losses.triplet_ohnm`).
 
     Example:
         >>> import torch
@@ -41,7 +43,7 @@ class HardNegativeTripletLoss(nn.Module):
         (0, torch.Size([3, 8]))
     """
 
-    def __init__(self, margin: float, k: int, temperature: Optional[float] = None):
+    def __init__(self, margin: float, k: int, temperature: Optional[float] = None, violators_only: bool = False):
         super().__init__()
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin!r}")
@@ -52,10 +54,13 @@ class HardNegativeTripletLoss(nn.Module):
         self.margin = margin
         self.k = k
         self.temperature = temperature
+        self.violators_only = violators_only
 
     def forward(self, query: torch.Tensor, labels: torch.Tensor, positive: torch.Tensor,
                 positives: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return triplet_ohnm(query, labels, positive, positives, self.k, self.margin, self.temperature)
+        return triplet_ohnm(query, labels, positive, positives, self.k, self.margin, self.temperature,
+                            self.violators_only)
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}, k={self.k}, temperature={self.temperature}"
+        text = f"margin={self.margin}, k={self.k}, temperature={self.temperature}"
+        return text + ", violators_only=True" if self.violators_only else text
