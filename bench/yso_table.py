@@ -25,8 +25,9 @@ METRICS = {"p1": "P@1", "p3": "P@3", "p5": "P@5", "psp1": "PSP@1", "psp3": "PSP@
 KEYS = ["model", *METRICS, "train_seconds", "predict_seconds", "hardware", "command", "date"]
 
 
-def train_command(config: dict) -> str:
-    """An ``xcops train`` command that makes this config.json again."""
+def train_command(config: dict, processes: int = 1) -> str:
+    """An ``xcops train`` command that makes this config.json again (``processes``: its
+    ``--nproc``, which metrics.json records)."""
     from xcops.cli import _TRAIN_FLAGS
     from xcops.train import TrainConfig
 
@@ -44,6 +45,8 @@ def train_command(config: dict) -> str:
             words.append("--reference-ops")
         else:
             unflagged[key] = value
+    if processes > 1:
+        words += ["--nproc", str(processes)]
     command = shlex.join(words)
     if unflagged:  # bash process substitution: still one command, from a fresh clone
         command += f" --config <(echo {shlex.quote(json.dumps(unflagged))})"
@@ -59,7 +62,8 @@ def run_row(spec: str, hardware: str | None) -> dict:
     metrics = json.loads(metrics_file.read_text())
     return dict(model=name or config["model"], **{key: metrics[source] for key, source in METRICS.items()},
                 train_seconds=metrics["train_seconds"], predict_seconds=metrics["predict_seconds"],
-                hardware=hardware or baseline_common.cpu_name(), command=train_command(config),
+                hardware=hardware or baseline_common.cpu_name(),
+                command=train_command(config, metrics.get("processes", 1)),
                 date=baseline_common.utc_date(metrics_file.stat().st_mtime))
 
 

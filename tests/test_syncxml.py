@@ -1,6 +1,7 @@
 """SyncXML (InceptionXML encoder, meta + extreme heads) on tiny synthetic sets."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from xcops.data.tokenize import encode_texts
 from xcops.metrics import evaluate
 from xcops.models.inceptionxml import InceptionXML, query_length
 from xcops.models.label_features import label_features
-from xcops.models.syncxml import SyncXML, SyncXMLOptions, cluster_table
+from xcops.models.syncxml import SyncXML, SyncXMLOptions, cluster_table, label_svd_embeddings
 from xcops.ops.clustering import clusters_to_csr
 from xcops.train import TrainConfig, load_run, load_splits, train
 
@@ -226,3 +227,59 @@ def test_meta_biases_start_at_the_cluster_priors(splits):
     prior = torch.sigmoid(model.meta.bias.detach()).numpy()
     np.testing.assert_allclose(prior, has_cluster.mean(0), atol=2 / len(train_set))
     assert -10 < model.extreme.bias.min() == model.extreme.bias.max() < 0
+
+
+def test_one_vs_all_mode_trains_and_ranks_every_label(data_dir, splits, tmp_path):
+    train_set, test_set = splits
+    cfg = dataclasses.replace(CFG, data=str(data_dir), out=str(tmp_path / "ova"), epochs=4,
+                              model_args=dict(ARGS, ova=True))
+    metrics = train(cfg, progress=False)
+    popular = np.argsort(-np.bincount(train_set.labels.indices, minlength=train_set.num_labels), kind="stable")[:5]
+    baseline = evaluate(test_set.labels, np.tile(popular, (len(test_set), 1)), k=(1,))
+    assert metrics["P@1"] > baseline["P@1"] + 15
+    model = load_run(tmp_path / "ova")[0]
+    assert model.ova
+    # every label is ranked: k = L returns each label once
+    top = model.predict(test_set.input_ids[:3], train_set.num_labels, 2, torch.device("cpu"), progress=False)
+    assert all(sorted(row.tolist()) == list(range(train_set.num_labels)) for row in top)
+
+
+def test_label_svd_embeddings_start_words_of_the_same_labels_close():
+    # 4 labels with 6 words each; a text holds 3 words of its label and 2 of a shared pool
+    rng = np.random.default_rng(0)
+    label_words = 2 + np.arange(24).reshape(4, 6)  # ids 0 and 1 are <pad> and <unk>
+    pool = 26 + np.arange(4)
+    labels = rng.integers(0, 4, 400)
+    ids = np.stack([np.concatenate([rng.choice(label_words[y], 3, replace=False), rng.choice(pool, 2), [0]])
+                    for y in labels])
+    train_set = SimpleNamespace(input_ids=torch.from_numpy(ids), tokenizer=range(30), pad_token_id=0,
+                                labels=sp.csr_matrix((np.ones(400, np.float32), (np.arange(400), labels)),
+                                                     shape=(400, 4)))
+    table = label_svd_embeddings(train_set, embed_dim=8, seed=0)  # 8 > rank 4: padded
+    assert table.shape == (30, 8) and table[:2].abs().max() == 0  # <pad>, and <unk> never seen
+    torch.testing.assert_close(table[2:].norm(dim=1), torch.ones(28))
+    similarity = table[2:26] @ table[2:26].T
+    same = torch.from_numpy(np.repeat(np.arange(4), 6)[:, None] == np.repeat(np.arange(4), 6)[None, :])
+    off_diagonal = ~torch.eye(24, dtype=torch.bool)
+    assert similarity[same & off_diagonal].min() > similarity[~same].max()
+    with pytest.raises(ValueError, match="both set the embeddings"):
+        SyncXMLOptions.parse({"embed_init": "label-svd", "pretrained": "minilm"})
+
+
+def test_training_follows_the_one_cycle_schedule_and_is_deterministic(splits):
+    train_set, test_set = splits
+    cfg = dataclasses.replace(CFG, epochs=2)
+    runs = []
+    for _ in range(2):
+        model = make_model(train_set, seed=4)
+        torch.manual_seed(4)
+        stats = model.fit(cfg, train_set, torch.device("cpu"), progress=False)
+        runs.append((stats, model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False),
+                     {k: v.clone() for k, v in model.state_dict().items()}))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert all(torch.equal(runs[0][2][k], runs[1][2][k]) for k in runs[0][2])
+    steps = 2 * (len(train_set) // CFG.batch_size)
+    assert runs[0][0]["train_steps"] == steps
+    # 1cycle ends at lr / (div_factor * final_div_factor)
+    assert runs[0][0]["final_lr"] == pytest.approx(CFG.lr / (10 * 1e4), rel=1e-6)

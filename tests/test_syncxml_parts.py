@@ -10,7 +10,7 @@ from xcops.data.stopwords import ENGLISH, stopword_list
 from xcops.data.tokenize import SimpleTokenizer
 from xcops.models.dropout import Dropout
 from xcops.models.label_features import randomized_svd
-from xcops.models.syncxml import shortlist_targets
+from xcops.models.heads import shortlist_targets
 
 
 def test_stopwords_are_dropped_before_the_vocabulary_and_survive_a_round_trip():

@@ -35,7 +35,7 @@ def test_rows_from_runs_and_baselines_update_the_table(yso_table, tmp_path, caps
     run.mkdir()
     config = dataclasses.replace(TrainConfig(), data=str(tmp_path / "data"), epochs=rnd.randint(2, 50))
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
-    run_metrics = fake_metrics(rnd)
+    run_metrics = dict(fake_metrics(rnd), processes=2)  # an `xcops train --nproc 2` run
     (run / "metrics.json").write_text(json.dumps(run_metrics))
     baseline = dict(model="pecos", **fake_metrics(rnd), wall_seconds=1.0, settings={}, hardware="h",
                     command="python bench/baseline_pecos.py d", date="2026-12-02 01:00 UTC")
@@ -58,6 +58,7 @@ def test_rows_from_runs_and_baselines_update_the_table(yso_table, tmp_path, caps
     assert {key: rows[1][key] for key in ("hardware", "command", "date")} == \
         {key: baseline[key] for key in ("hardware", "command", "date")}
     assert rows[2]["hardware"] == "my box" and f"--epochs {config.epochs}" in rows[2]["command"]
+    assert rows[2]["command"].endswith("--nproc 2")
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 + len(rows)
     assert f"| ova | {run_metrics['P@1']:.2f} |" in printed[-1]

@@ -13,9 +13,9 @@ from torch import nn
 
 from ..data import XCTextDataset
 from ..nn import ShortlistLinear
-from ..progress import progress_bar
+from ..progress import TrainingMeter, progress_bar
 from .base import XCModel
-from .heads import init_bias_from_label_rates, masked_bce_with_logits
+from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist_targets
 
 
 def batch_shortlist(indptr, indices, num_labels, random_negatives, generator):
@@ -26,10 +26,7 @@ def batch_shortlist(indptr, indices, num_labels, random_negatives, generator):
     random = torch.randint(0, num_labels, (random_negatives,), generator=generator)
     candidates = torch.unique(torch.cat([indices, random]))
     shortlist = candidates.expand(len(indptr) - 1, -1)
-    # A (row, label) pair is positive when row * L + label is one of the batch's pairs.
-    positive_keys = rows * num_labels + indices
-    keys = torch.arange(len(indptr) - 1).unsqueeze(1) * num_labels + shortlist
-    return shortlist.contiguous(), torch.isin(keys, positive_keys).float()
+    return shortlist.contiguous(), shortlist_targets(shortlist, rows, indices, num_labels).float()
 
 
 class BowXC(XCModel):
@@ -83,13 +80,12 @@ class BowXC(XCModel):
         optimizers = self.make_optimizers(cfg.lr)
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=XCTextDataset.collate, generator=generator)
+        meter = TrainingMeter()
         for epoch in range(cfg.epochs):
             bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
-            running = None
             for batch in bar:
                 loss = self.train_step(optimizers, batch, cfg.random_negatives, generator, device).item()
-                running = loss if running is None else 0.95 * running + 0.05 * loss
-                bar.set_postfix(loss=f"{running:.4f}")
+                bar.set_postfix(meter.update(loss, len(batch[1]) - 1, cfg.lr))
         return {}
 
     @torch.no_grad()

@@ -26,3 +26,16 @@ def masked_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor,
     if mask is None:
         return loss.mean()
     return (loss * mask).sum() / mask.sum().clamp_min(1)
+
+
+def shortlist_targets(shortlist: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
+                      num_labels: int) -> torch.Tensor:
+    """``[B, K]`` bool: whether ``shortlist[b, j]`` is one of row b's ``labels`` (CSR ``rows``,
+    ``labels``), by binary search in the sorted ``row * L + label`` keys of the positives:
+    O(B K log P), where ``torch.isin`` sorted the B K slot keys too."""
+    positives = torch.sort(rows * num_labels + labels).values
+    keys = torch.arange(len(shortlist), device=shortlist.device).unsqueeze(1) * num_labels + shortlist
+    if positives.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    where = torch.searchsorted(positives, keys).clamp_max(positives.numel() - 1)
+    return positives[where] == keys

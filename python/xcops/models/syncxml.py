@@ -42,7 +42,7 @@ from ..optim import one_cycle, per_step_schedulers
 from ..progress import TrainingMeter, progress_bar
 from .base import XCModel
 from .dropout import Dropout
-from .heads import init_bias_from_label_rates, masked_bce_with_logits
+from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist_targets
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features, pifa_svd
 
@@ -296,7 +296,7 @@ class SyncXML(XCModel):
         detach_steps = round(options.detach_fraction * total_steps)
         self.train()
         meter = TrainingMeter()
-        step = 0
+        step, lr = 0, cfg.lr
         for epoch in range(cfg.epochs):
             bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             for batch in bar:
@@ -307,7 +307,7 @@ class SyncXML(XCModel):
                 step += 1
                 bar.set_postfix(meter.update(loss, len(batch[1]) - 1, lr))
         return dict(num_clusters=len(self.cluster_labels), cluster_width=self.cluster_labels.shape[1],
-                    train_loss=meter.loss, train_steps=step)
+                    train_loss=meter.loss, train_steps=step, final_lr=lr if step else cfg.lr)
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
@@ -346,19 +346,6 @@ class SyncXML(XCModel):
         return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
 
 
-def shortlist_targets(shortlist: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
-                      num_labels: int) -> torch.Tensor:
-    """``[B, K]`` bool: whether ``shortlist[b, j]`` is one of row b's ``labels`` (CSR ``rows``,
-    ``labels``), by binary search in the sorted ``row * L + label`` keys of the positives:
-    O(B K log P), where ``torch.isin`` sorted the B K slot keys too."""
-    positives = torch.sort(rows * num_labels + labels).values
-    keys = torch.arange(len(shortlist), device=shortlist.device).unsqueeze(1) * num_labels + shortlist
-    if positives.numel() == 0:
-        return torch.zeros_like(keys, dtype=torch.bool)
-    where = torch.searchsorted(positives, keys).clamp_max(positives.numel() - 1)
-    return positives[where] == keys
-
-
 def label_svd_embeddings(train_set, embed_dim: int, seed: int) -> torch.Tensor:
     """Word vectors from the training set: row w is word w's TF-IDF association with every
     label (its column of PIFA), in the coordinates of PIFA's rank-``embed_dim`` SVD, scaled to
@@ -366,6 +353,10 @@ def label_svd_embeddings(train_set, embed_dim: int, seed: int) -> torch.Tensor:
     a linear model would learn; no pretrained vectors can be downloaded here. Padding is zero."""
     _, words = pifa_svd(train_set.input_ids, train_set.labels, len(train_set.tokenizer),
                         train_set.pad_token_id, embed_dim, seed)
+    # The SVD has at most min(L, V) columns; the rest start at 0 and are learned.
+    words = nn.functional.pad(words, (0, embed_dim - words.shape[1]))
     words = nn.functional.normalize(words, dim=1)
-    words[train_set.pad_token_id] = 0.0
-    return words
+    # Padding and unseen ids have no PIFA column: set them to 0, not to normalised rounding noise.
+    seen = torch.bincount(train_set.input_ids.flatten(), minlength=len(words)) > 0
+    seen[train_set.pad_token_id] = False
+    return words * seen.unsqueeze(1)
