@@ -80,7 +80,9 @@ def merge(rows: list[dict], new_rows: list[dict]) -> list[dict]:
     return list(merged.values())
 
 
-def seconds(value: float) -> str:
+def seconds(value: float | None) -> str:
+    if value is None:  # a figure cited from elsewhere that gave no such number
+        return "-"
     return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
 
 
@@ -88,7 +90,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | train | predict | hardware | date | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        cells = [row["model"], *(f"{row[key]:.2f}" for key in METRICS), seconds(row["train_seconds"]),
+        cells = [row["model"], *("-" if row[key] is None else f"{row[key]:.2f}" for key in METRICS), seconds(row["train_seconds"]),
                  seconds(row["predict_seconds"]), row["hardware"], row["date"], f"`{row['command']}`"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
