@@ -88,3 +88,10 @@ def test_rebuilt_command_makes_the_same_config(yso_table, tmp_path):
     result = subprocess.run(["bash", "-c", stand_in + command[len("xcops train"):]], capture_output=True,
                             text=True, check=True)
     assert json.loads(result.stdout) == dataclasses.asdict(config)
+
+
+def test_cited_rows_without_some_figures_print_dashes(yso_table):
+    row = dict(model="omikuji-bonsai", p1=38.26, p3=23.47, p5=17.08, psp1=None, psp3=None, psp5=None,
+               train_seconds=988, predict_seconds=None, hardware="cited", command="c", date="d")
+    line = yso_table.markdown([row]).splitlines()[-1]
+    assert line.startswith("| omikuji-bonsai | 38.26 | 23.47 | 17.08 | - | - | - | 988 s | - | cited |")
