@@ -15,7 +15,6 @@ round, since the machine may be shared.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 

@@ -57,7 +57,7 @@ class XCModel(nn.Module):
         sparse_ids = {id(p) for p in sparse}
         dense = [p for p in self.parameters() if id(p) not in sparse_ids]
         # fused: one pass over the weights (5 ms for 10M on 2 cores, against 30 for foreach)
-        optimizers = [torch.optim.Adam(dense, lr=lr, fused=bool(dense))]
+        optimizers = [torch.optim.Adam(dense, lr=lr, fused=True)]
         if sparse:
             optimizers.append(RowAdam(sparse, lr=lr))
         return optimizers

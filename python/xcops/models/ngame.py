@@ -33,7 +33,6 @@ value but their default for this model and names the model_args to use
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -52,6 +51,7 @@ from .inceptionxml import pretrained_dir
 from .ngame_fusion import fit_alpha, fused_scores, relevant, union_candidates
 from .ngame_training import InBatch, in_batch_labels, select_rows, train_stage
 from .text_encoder import POOLINGS, TextEncoder
+from .options import is_integer, is_number
 
 # TrainConfig fields that NGAME does not use, with what to set instead.
 UNUSED_TRAIN_FIELDS = {
@@ -63,39 +63,33 @@ UNUSED_TRAIN_FIELDS = {
 CLASSIFIER_INITS = ("label", "centroid")
 
 
-def _integer(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # model_args key -> (check, what it must be)
 _RULES = {
     "encoder": (lambda v: isinstance(v, str) and v != "", "'minilm' or a transformers model folder"),
     "pooling": (lambda v: v in POOLINGS, f"one of {POOLINGS}"),
-    "m1_epochs": (lambda v: _integer(v, 0), "an integer >= 0"),
-    "m4_epochs": (lambda v: _integer(v, 0), "an integer >= 0"),
-    "margin": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "num_negatives": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "temperature": (lambda v: v is None or (_number(v) and v > 0), "null or a number > 0"),
-    "m4_margin": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "m4_negatives": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "m1_epochs": (lambda v: is_integer(v, 0), "an integer >= 0"),
+    "m4_epochs": (lambda v: is_integer(v, 0), "an integer >= 0"),
+    "margin": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "num_negatives": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "temperature": (lambda v: v is None or (is_number(v) and v > 0), "null or a number > 0"),
+    "m4_margin": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "m4_negatives": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "classifier_init": (lambda v: v in CLASSIFIER_INITS, f"one of {CLASSIFIER_INITS}"),
-    "warmup": (lambda v: _integer(v, 0), "an integer >= 0"),
-    "refresh_interval": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "cluster_size": (lambda v: _integer(v, 2), "an integer >= 2"),
-    "double_every": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "max_cluster_size": (lambda v: _integer(v, 2), "an integer >= 2"),
-    "shortlist_size": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "alpha": (lambda v: v is None or (_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
-    "fusion_rows": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "lr_encoder": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
-    "lr_classifier": (lambda v: _number(v) and v > 0, "a number > 0"),
-    "lr_warmup_steps": (lambda v: _integer(v, 0), "an integer >= 0"),
+    "warmup": (lambda v: is_integer(v, 0), "an integer >= 0"),
+    "refresh_interval": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "cluster_size": (lambda v: is_integer(v, 2), "an integer >= 2"),
+    "double_every": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "max_cluster_size": (lambda v: is_integer(v, 2), "an integer >= 2"),
+    "shortlist_size": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "alpha": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
+    "fusion_rows": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "lr_encoder": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "lr_classifier": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "lr_warmup_steps": (lambda v: is_integer(v, 0), "an integer >= 0"),
 }
 
 

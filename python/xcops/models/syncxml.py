@@ -45,6 +45,7 @@ from .dropout import Dropout
 from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist_targets
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features, pifa_svd
+from .options import is_integer, is_number
 
 
 EMBED_INITS = ("random", "label-svd")
@@ -52,30 +53,24 @@ SCHEDULES = ("onecycle", "constant")
 
 # model_args key -> (check, what it must be); every key has a default in SyncXMLOptions.
 _RULES = {
-    "cluster_size": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "top_clusters": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "predict_clusters": (lambda v: v is None or _integer(v, 1), "null or an integer >= 1"),
-    "detach_fraction": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "embed_dim": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "num_filters": (lambda v: _integer(v, 1), "an integer >= 1"),
-    "dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "meta_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "extreme_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "feature_dim": (lambda v: _integer(v, 1), "an integer >= 1"),
+    "cluster_size": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "top_clusters": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "predict_clusters": (lambda v: v is None or is_integer(v, 1), "null or an integer >= 1"),
+    "detach_fraction": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "embed_dim": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "num_filters": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "meta_dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "extreme_dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "feature_dim": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "pretrained": (lambda v: v is None or isinstance(v, str), "null, 'minilm' or a model folder"),
     "embed_init": (lambda v: v in EMBED_INITS, f"one of {EMBED_INITS}"),
     "ova": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
-    "pct_start": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "div_factor": (lambda v: _number(v) and v >= 1, "a number >= 1"),
-    "final_div_factor": (lambda v: _number(v) and v >= 1, "a number >= 1"),
+    "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
+    "final_div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
 }
-def _integer(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
