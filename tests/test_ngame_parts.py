@@ -9,7 +9,7 @@ from xcops import cli
 from xcops.data.samplers import ClusterBatchSampler
 from xcops.losses import triplet_ohnm
 from xcops.models.ngame import label_centroids
-from xcops.models.ngame_fusion import ALPHAS, fit_alpha, fused_scores, mean_precision, relevant, union_candidates
+from xcops.models.score_fusion import ALPHAS, fit_alpha, fused_scores, mean_precision, relevant, union_candidates
 from xcops.models.ngame_training import scheduled_steps, train_stage
 from xcops.train import ConfigError, TrainConfig
 

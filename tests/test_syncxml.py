@@ -13,6 +13,7 @@ from xcops.data.tokenize import encode_texts
 from xcops.metrics import evaluate
 from xcops.models.inceptionxml import InceptionXML, query_length
 from xcops.models.label_features import label_features
+from xcops.models.score_fusion import ALPHAS
 from xcops.models.syncxml import SyncXML, SyncXMLOptions, cluster_table, label_svd_embeddings
 from xcops.ops.clustering import clusters_to_csr
 from xcops.train import TrainConfig, load_run, load_splits, train
@@ -283,3 +284,83 @@ def test_training_follows_the_one_cycle_schedule_and_is_deterministic(splits):
     assert runs[0][0]["train_steps"] == steps
     # 1cycle ends at lr / (div_factor * final_div_factor)
     assert runs[0][0]["final_lr"] == pytest.approx(CFG.lr / (10 * 1e4), rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_embed_lr_scale_slows_or_freezes_the_word_vectors(splits, scale):
+    train_set, _ = splits
+    cfg = dataclasses.replace(CFG, epochs=1, model_args={**ARGS, "embed_lr_scale": scale})
+    full, scaled = make_model(train_set, seed=2), make_model(train_set, seed=2, model_args=cfg.model_args)
+    start = scaled.encoder.embed.weight.detach().clone()
+    for model, model_cfg in ((full, dataclasses.replace(cfg, model_args=ARGS)), (scaled, cfg)):
+        torch.manual_seed(2)
+        model.fit(model_cfg, train_set, torch.device("cpu"), progress=False)
+    moved = (scaled.encoder.embed.weight - start).abs().max().item()
+    moved_full = (full.encoder.embed.weight - start).abs().max().item()
+    if scale == 0:
+        assert moved == 0
+    else:
+        # Adam moves a weight by about lr per step, so a tenth of the rate moves it about a tenth as far.
+        assert 0 < moved < 0.3 * moved_full
+    assert not torch.equal(scaled.extreme.weight, make_model(train_set, seed=2).extreme.weight)
+
+
+def test_word_dropout_pads_tokens_in_training_only(splits):
+    train_set, _ = splits
+    model = make_model(train_set, model_args={**ARGS, "word_dropout": 0.3})
+    ids = torch.randint(1, 50, (400, 16))
+    dropped = model.drop_words(ids)
+    padded = dropped == model.encoder.pad_id
+    assert torch.equal(dropped[~padded], ids[~padded])
+    assert 0.25 < padded.float().mean().item() < 0.35
+    model.eval()
+    assert torch.equal(model.drop_words(ids), ids)
+    assert torch.equal(make_model(train_set).drop_words(ids), ids)  # off by default
+
+
+def test_new_options_are_validated():
+    for bad in ({"embed_lr_scale": -1}, {"word_dropout": 1.0}, {"word_dropout": "x"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SyncXMLOptions.parse(bad)
+
+
+def test_centroid_fusion_fits_its_weight_on_held_out_rows_and_round_trips(run, data_dir, splits, tmp_path):
+    train_set, test_set = splits
+    _, plain = run
+    out = tmp_path / "fused"
+    metrics = train(dataclasses.replace(CFG, data=str(data_dir), out=str(out),
+                                        model_args=dict(ARGS, centroid_fusion=True)), progress=False)
+    assert metrics["fusion_rows"] == len(train_set) // 5  # the default 5000, capped at a fifth
+    assert metrics["train_steps"] == CFG.epochs * ((len(train_set) - metrics["fusion_rows"]) // CFG.batch_size)
+    assert metrics["fusion_alpha"] in ALPHAS
+    # The synthetic labels are keyed on words, which the centroids find: the mix must help.
+    assert metrics["P@1"] > plain["P@1"] + 3
+    model = load_run(out)[0]
+    assert model.fusion_alpha == metrics["fusion_alpha"]
+    predictions = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
+    assert evaluate(test_set.labels, predictions, k=(1,))["P@1"] == pytest.approx(metrics["P@1"], abs=1e-9)
+
+
+def test_fusion_added_to_a_trained_model_and_a_fixed_weight(run, data_dir, splits, tmp_path):
+    train_set, test_set = splits
+    out, _ = run
+    model = load_run(out)[0]
+    before = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
+    model.add_centroids(train_set)
+    model.fusion_alpha = 0.0  # the centroids weigh nothing: the ranking is the model's alone
+    assert torch.equal(model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False), before)
+    alpha = model.fit_fusion(train_set.input_ids[:200], train_set.labels[:200], 5, 64, torch.device("cpu"))
+    assert alpha == model.fusion_alpha and alpha in ALPHAS
+    with pytest.raises(ValueError, match="centroid_fusion"):
+        load_run(out)[0].fit_fusion(train_set.input_ids[:5], train_set.labels[:5], 5, 64, torch.device("cpu"))
+    fixed = train(dataclasses.replace(CFG, data=str(data_dir), out=str(tmp_path / "fixed"), epochs=1,
+                                      model_args=dict(ARGS, centroid_fusion=True, fusion_alpha=0.25)),
+                  progress=False)
+    assert fixed["fusion_rows"] == 0 and fixed["fusion_alpha"] == 0.25
+
+
+def test_centroid_fusion_and_one_vs_all_are_exclusive():
+    with pytest.raises(ValueError, match="centroid_fusion .* ova"):
+        SyncXMLOptions.parse({"ova": True, "centroid_fusion": True})
+    with pytest.raises(ValueError, match="fusion_alpha"):
+        SyncXMLOptions.parse({"fusion_alpha": 1.5})

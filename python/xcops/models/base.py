@@ -50,16 +50,17 @@ class XCModel(nn.Module):
         """Parameters whose gradients are sparse (trained by :class:`xcops.optim.RowAdam`)."""
         return []
 
-    def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+    def make_optimizers(self, lr: float, sparse_lr: Optional[float] = None) -> list[torch.optim.Optimizer]:
         """Adam for the dense parameters, :class:`xcops.optim.RowAdam` (SparseAdam's lazy
-        update, faster) for :meth:`sparse_parameters`."""
-        sparse = self.sparse_parameters()
-        sparse_ids = {id(p) for p in sparse}
-        dense = [p for p in self.parameters() if id(p) not in sparse_ids]
+        update, faster) for :meth:`sparse_parameters` at ``sparse_lr`` (default ``lr``).
+        Frozen parameters (``requires_grad=False``) get neither."""
+        sparse = [p for p in self.sparse_parameters() if p.requires_grad]
+        sparse_ids = {id(p) for p in self.sparse_parameters()}
+        dense = [p for p in self.parameters() if id(p) not in sparse_ids and p.requires_grad]
         # fused: one pass over the weights (5 ms for 10M on 2 cores, against 30 for foreach)
         optimizers = [torch.optim.Adam(dense, lr=lr, fused=True)]
         if sparse:
-            optimizers.append(RowAdam(sparse, lr=lr))
+            optimizers.append(RowAdam(sparse, lr=lr if sparse_lr is None else sparse_lr))
         return optimizers
 
     @staticmethod

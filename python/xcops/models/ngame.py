@@ -17,7 +17,7 @@ mini-batching, then per-label cosine classifiers on its frozen embeddings.
   frozen embeddings and a triplet loss (``m4_margin``, ``m4_negatives``) between each query,
   after dropout, and the unit-normalised classifier vectors of the batch's labels, i.e. cosine
   classifiers. Their rows are gathered with sparse gradients, for :class:`xcops.optim.RowAdam`.
-- Inference (:mod:`xcops.models.ngame_fusion`): candidates from both the label-embedding kNN
+- Inference (:mod:`xcops.models.score_fusion`): candidates from both the label-embedding kNN
   and the classifier kNN, ranked by ``alpha * cosine + (1 - alpha) * classifier cosine``, with
   ``alpha`` fitted on ``fusion_rows`` training rows held out of M4 (or fixed by ``alpha``).
 
@@ -48,7 +48,7 @@ from ..optim import RowAdam
 from ..progress import progress_bar
 from .base import XCModel
 from .inceptionxml import pretrained_dir
-from .ngame_fusion import fit_alpha, fused_scores, relevant, union_candidates
+from .score_fusion import fit_alpha, fused_scores, relevant, union_candidates
 from .ngame_training import InBatch, in_batch_labels, select_rows, train_stage
 from .text_encoder import POOLINGS, TextEncoder
 from .options import is_integer, is_number
@@ -295,7 +295,7 @@ class NGAME(XCModel):
     @torch.no_grad()
     def fit_fusion(self, queries, indptr, indices, rows, batch_size: int) -> float:
         """The fitted ``alpha`` on the training ``rows`` held out of M4 (see
-        :func:`xcops.models.ngame_fusion.fit_alpha`)."""
+        :func:`xcops.models.score_fusion.fit_alpha`)."""
         rows = rows[indptr[rows + 1] > indptr[rows]]
         if len(rows) == 0:
             return self.alpha

@@ -1,19 +1,22 @@
-"""NGAME's inference: candidates from two kNN indexes, scored by a fitted mix of both scores.
+"""Ranking candidates by a fitted mix of two scores: NGAME's inference, and SyncXML's fusion
+with TF-IDF label centroids (which mixes the logs of its two scores).
 
-A query's candidates are the union of its nearest label embeddings and its nearest classifier
+In NGAME, a query's candidates are the union of its nearest label embeddings and its nearest classifier
 vectors (both by :func:`xcops.dense_topk`). Each candidate then gets both of its scores
 exactly, the cosine to the label embedding ``e`` and the classifier's cosine ``c``, so a label
 found by only one index is not scored 0 by the other. The ranking score is
 ``alpha * e + (1 - alpha) * c``.
 
 ``alpha`` is fitted, not fixed: :func:`fit_alpha` tries a grid of values on training rows that
-the classifiers never trained on and keeps the one with the best mean of P@1, P@3 and P@5.
+the model never trained on and keeps the one with the best mean of P@1, P@3 and P@5.
 A grid over one weight is enough, as only the ratio of the two weights changes the ranking,
 and it optimises the metric that is reported rather than a calibration loss. Ties go to the
 value nearest 0.5, so a flat objective (tiny data) keeps both scores.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 import torch
 
@@ -52,9 +55,12 @@ def mean_precision(scores: torch.Tensor, hits: torch.Tensor, ks=(1, 3, 5)) -> fl
 
 
 def fit_alpha(embedding_scores: torch.Tensor, classifier_scores: torch.Tensor, candidates: torch.Tensor,
-              hits: torch.Tensor) -> float:
-    """The ``alpha`` of :data:`ALPHAS` with the best mean P@1/3/5 (see the module docstring)."""
-    def objective(alpha):
-        return mean_precision(fused_scores(alpha, embedding_scores, classifier_scores, candidates), hits)
-
-    return max(ALPHAS, key=lambda alpha: (objective(alpha), -abs(alpha - 0.5)))
+              hits: torch.Tensor, total: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
+    """The ``alpha`` of :data:`ALPHAS` with the best mean P@1/3/5 (see the module docstring).
+    ``total`` combines the ``[len(ALPHAS)]`` objectives of this process's rows with the other
+    processes' (a sum over the ranks of a distributed run), so that all of them pick the same."""
+    objectives = torch.tensor([mean_precision(fused_scores(alpha, embedding_scores, classifier_scores, candidates),
+                                              hits) for alpha in ALPHAS], dtype=torch.float64)
+    if total is not None:
+        objectives = total(objectives)
+    return max(zip(ALPHAS, objectives.tolist()), key=lambda pair: (pair[1], -abs(pair[0] - 0.5)))[0]
