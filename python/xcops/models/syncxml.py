@@ -334,8 +334,8 @@ class SyncXML(XCModel):
             order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))
             held = min(max(options.fusion_rows // world, 1), len(rows) // 5)
             held_out, rows = rows[order[:held].sort().values], rows[order[held:].sort().values]
-        # BatchNorm cannot train on a batch of one row, which an uneven last batch can be.
         train_set = torch.utils.data.Subset(dataset, rows.tolist())
+        # BatchNorm cannot train on a batch of one row, which an uneven last batch can be.
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=XCTextDataset.collate,
                                              drop_last=len(train_set) > cfg.batch_size,
