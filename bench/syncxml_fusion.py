@@ -52,13 +52,13 @@ def main(argv=None) -> None:
     test_set = XCTextDataset(data, "tst", tokenizer=tokenizer, max_len=meta["max_len"])
     propensity = inv_propensity(train_set.labels, cfg.propensity_a, cfg.propensity_b)
 
-    def score(name):
+    def score():
         start = time.perf_counter()
         predictions = model.predict(test_set.input_ids, cfg.top_k, cfg.eval_batch_size, device)
         metrics = evaluate(test_set.labels, predictions, k=(1, 3, 5), inv_propensity=propensity)
-        return dict(metrics, predict_seconds=time.perf_counter() - start, name=name)
+        return dict(metrics, predict_seconds=time.perf_counter() - start)
 
-    plain = score("syncxml")
+    plain = score()
     start = time.perf_counter()
     model.add_centroids(train_set)
     rows = np.sort(np.random.default_rng(args.seed).choice(len(train_set), min(args.fit_rows, len(train_set)),
@@ -66,12 +66,11 @@ def main(argv=None) -> None:
     alpha = model.fit_fusion(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k, cfg.eval_batch_size,
                              device)
     fit_seconds = time.perf_counter() - start
-    fused = score("syncxml + centroid fusion")
+    fused = score()
     fused.update(fusion_alpha=alpha, fusion_rows=len(rows), fusion_fit_seconds=fit_seconds,
                  fusion_fitted_on="training titles the model trained on", source_run=str(args.run),
                  **{key: value for key, value in json.loads((args.run / "metrics.json").read_text()).items()
                     if key in ("train_seconds", "train_steps", "processes")})
-    fused.pop("name")
     out_cfg = dataclasses.replace(cfg, out=str(args.out),
                                   model_args={**cfg.model_args, "centroid_fusion": True, "fusion_alpha": alpha})
     save_run(out_cfg, model, tokenizer, fused, data)

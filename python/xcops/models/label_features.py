@@ -29,11 +29,16 @@ def row_normalize(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.diags((1.0 / np.maximum(norms, 1e-12)).astype(np.float32)) @ matrix
 
 
-def tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
-    """Row-normalised TF-IDF. The idf ``log((1 + N) / (1 + df))`` is 0 for a token in every row,
-    so the special tokens of a transformers tokenizer ([CLS], [SEP]) carry no weight."""
+def inverse_document_frequency(counts: sp.csr_matrix) -> np.ndarray:
+    """``[V]`` float32 ``log((1 + N) / (1 + df))``: 0 for a token in every row, so the special
+    tokens of a transformers tokenizer ([CLS], [SEP]) carry no weight."""
     df = np.bincount(counts.indices, minlength=counts.shape[1])
-    idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)).astype(np.float32)
+    return np.log((1.0 + counts.shape[0]) / (1.0 + df)).astype(np.float32)
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray | None = None) -> sp.csr_matrix:
+    """Row-normalised TF-IDF, with ``counts``' own idf unless given."""
+    idf = inverse_document_frequency(counts) if idf is None else idf
     return row_normalize(counts @ sp.diags(idf))
 
 

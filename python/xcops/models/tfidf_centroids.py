@@ -16,11 +16,10 @@ T-token title, with no ``[B, L]`` or ``[L, V]`` dense table.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .label_features import pifa, row_normalize, token_counts
+from .label_features import inverse_document_frequency, pifa, tfidf, token_counts
 
 
 class TfidfCentroids(nn.Module):
@@ -38,11 +37,10 @@ class TfidfCentroids(nn.Module):
     @classmethod
     def from_training_set(cls, input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int) -> "TfidfCentroids":
         """From the training ``input_ids [N, T]`` and ``labels`` (scipy sparse ``[N, L]``), with the
-        same smoothed idf ``log((1 + N) / (1 + df))`` as the clustering's PIFA."""
+        same idf as the clustering's PIFA."""
         counts = token_counts(input_ids, vocab_size, pad_id)
-        df = np.bincount(counts.indices, minlength=vocab_size)
-        idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)).astype(np.float32)
-        centroids = pifa(labels, row_normalize(counts @ sp.diags(idf))).tocsr()
+        idf = inverse_document_frequency(counts)
+        centroids = pifa(labels, tfidf(counts, idf)).tocsr()
         centroids.sort_indices()
         rows = np.repeat(np.arange(centroids.shape[0], dtype=np.int64), np.diff(centroids.indptr))
         module = cls(vocab_size, centroids.nnz, pad_id)
