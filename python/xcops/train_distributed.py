@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 
 from .distributed.launch import SHARDABLE_MODELS
-from .distributed.training import (gather_rows, init_process_group, rank_slice, replicate_children,
-                                   shard_heads, unshard)
+from .distributed.training import (gather_rows, init_process_group, rank_slice, replicate_children, shard_heads,
+                                   training_rows, unshard)
 from .metrics import evaluate, inv_propensity
 from .models import get_model
 from .nn import ShortlistLinear
@@ -45,8 +45,7 @@ def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
     full_heads = shard_heads(model, (ShortlistLinear,), head_group)
     replicate_children(model, device)
 
-    # Equal shares, so every rank runs the same number of steps (each one collective).
-    rows = torch.arange(rank, len(train_set) - len(train_set) % world, world).tolist()
+    rows = training_rows(len(train_set), rank, world).tolist()
     local_cfg = dataclasses.replace(cfg, batch_size=max(1, cfg.batch_size // world))
     start = time.perf_counter()
     stats = model.fit(local_cfg, torch.utils.data.Subset(train_set, rows), device, progress)

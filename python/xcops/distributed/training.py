@@ -119,6 +119,13 @@ def rank_slice(count: int, rank: int, world: int) -> Tuple[int, int]:
     return min(rank * share, count), min((rank + 1) * share, count)
 
 
+def training_rows(count: int, rank: int, world: int) -> torch.Tensor:
+    """The training rows of ``rank``: every ``world``-th of ``count``, equal shares (the
+    ``count % world`` last rows are dropped), so that every rank runs the same number of steps,
+    each one collective."""
+    return torch.arange(rank, count - count % world, world)
+
+
 def gather_rows(rows: torch.Tensor, total: int, group=None) -> torch.Tensor:
     """All ranks' ``[n_r, ...]`` rows (n_r from :func:`rank_slice`) concatenated, on every rank."""
     world = dist.get_world_size(group)

@@ -47,13 +47,14 @@ from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features, pifa_svd
 from .options import is_integer, is_number
-from .score_fusion import fit_alpha, fused_scores, relevant
+from .score_fusion import fit_weights, mixed_scores, relevant
 from .tfidf_centroids import TfidfCentroids
+from .title_neighbours import TitleNeighbours
 
 
 EMBED_INITS = ("random", "label-svd")
-# Floors of the two scores before their logs are mixed (see SyncXML._log_scores).
-CENTROID_FLOOR, SCORE_FLOOR = 1e-6, 1e-9
+# Floors of the scores before their logs are mixed (see SyncXML._mix_terms).
+CENTROID_FLOOR, VOTE_FLOOR, SCORE_FLOOR = 1e-6, 1e-4, 1e-9
 SCHEDULES = ("onecycle", "constant")
 
 # model_args key -> (check, what it must be); every key has a default in SyncXMLOptions.
@@ -76,6 +77,11 @@ _RULES = {
     "centroid_fusion": (lambda v: isinstance(v, bool), "true or false"),
     "fusion_alpha": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
     "fusion_rows": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "title_neighbours": (lambda v: isinstance(v, bool), "true or false"),
+    "neighbour_weight": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
+    "neighbour_k": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "neighbour_dim": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "neighbour_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -104,7 +110,12 @@ class SyncXMLOptions:
     word_dropout: float = 0.0  # in training, the chance that a token is replaced by padding
     centroid_fusion: bool = False  # rank by a fitted mix with the TF-IDF label-centroid cosine
     fusion_alpha: Optional[float] = None  # the centroid's weight in that mix; None: fitted on fusion_rows
-    fusion_rows: int = 5000  # training titles held out of training to fit fusion_alpha (at most a fifth)
+    fusion_rows: int = 5000  # training titles held out of training to fit the mix (at most a fifth)
+    title_neighbours: bool = False  # also mix in the label votes of the nearest training titles (kNN)
+    neighbour_weight: Optional[float] = None  # their weight in the mix; None: fitted with fusion_alpha
+    neighbour_k: int = 20  # training titles that vote
+    neighbour_dim: int = 128  # principal directions of the query vectors that the kNN searches
+    neighbour_temperature: float = 0.1  # of the softmax over the neighbours' cosines
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -120,9 +131,15 @@ class SyncXMLOptions:
             if not check(value):
                 raise ValueError(f"syncxml model_args[{key!r}] must be {expected}, got {value!r}")
         options = cls(**model_args)
-        if options.ova and options.centroid_fusion:
-            raise ValueError("syncxml model_args: centroid_fusion mixes into the shortlist ranking, which "
-                             "ova (one-vs-all) does not have; keep one")
+        if options.centroid_fusion and options.title_neighbours and (
+                (options.fusion_alpha is None) != (options.neighbour_weight is None)
+                or (options.fusion_alpha or 0) + (options.neighbour_weight or 0) > 1):
+            raise ValueError("syncxml model_args: with both centroid_fusion and title_neighbours, give both "
+                             "fusion_alpha and neighbour_weight (summing to at most 1) or neither (fitted), got "
+                             f"{options.fusion_alpha!r} and {options.neighbour_weight!r}")
+        if options.ova and (options.centroid_fusion or options.title_neighbours):
+            raise ValueError("syncxml model_args: centroid_fusion and title_neighbours mix into the shortlist "
+                             "ranking, which ova (one-vs-all) does not have; drop them or ova")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
@@ -159,7 +176,9 @@ class SyncXML(XCModel):
                  top_clusters: int = 32, fused: bool = True, embeddings: Optional[torch.Tensor] = None,
                  meta_dropout: float = 0.3, extreme_dropout: float = 0.5, predict_clusters: Optional[int] = None,
                  ova: bool = False, word_dropout: float = 0.0, centroid_nonzeros: Optional[int] = None,
-                 fusion_alpha: float = 0.5):
+                 fusion_alpha: float = 0.5, neighbour_titles: Optional[int] = None, neighbour_pairs: int = 0,
+                 neighbour_dim: int = 128, neighbour_k: int = 20, neighbour_temperature: float = 0.1,
+                 neighbour_weight: float = 0.0):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -176,15 +195,20 @@ class SyncXML(XCModel):
         self.predict_clusters = min(predict_clusters or top_clusters, num_clusters)
         self.ova = ova
         self.word_dropout = word_dropout
-        # With centroids, inference ranks by the log-linear mix of both scores (fit_fusion).
+        # With centroids or neighbours, inference ranks by a log-linear mix of the scores (fit_fusion).
         self.centroids = None if centroid_nonzeros is None else TfidfCentroids(vocab_size, centroid_nonzeros, pad_id)
+        self.neighbours = None if neighbour_titles is None else TitleNeighbours(
+            dim, neighbour_dim, neighbour_titles, neighbour_pairs, num_labels, neighbour_k, neighbour_temperature)
         self.fusion_alpha = fusion_alpha
+        self.neighbour_weight = neighbour_weight
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, num_clusters=num_clusters,
                            cluster_width=cluster_width, seq_len=seq_len, pad_id=pad_id, embed_dim=embed_dim,
                            num_filters=num_filters, dropout=dropout, top_clusters=top_clusters,
                            meta_dropout=meta_dropout, extreme_dropout=extreme_dropout,
                            predict_clusters=predict_clusters, ova=ova, word_dropout=word_dropout,
-                           centroid_nonzeros=centroid_nonzeros)
+                           centroid_nonzeros=centroid_nonzeros, neighbour_titles=neighbour_titles,
+                           neighbour_pairs=neighbour_pairs, neighbour_dim=neighbour_dim, neighbour_k=neighbour_k,
+                           neighbour_temperature=neighbour_temperature)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -220,8 +244,11 @@ class SyncXML(XCModel):
         model = cls(vocab_size, num_labels, num_clusters, table.shape[1], train_set.max_len,
                     train_set.pad_token_id, embed_dim, options.num_filters, options.dropout,
                     options.top_clusters, cfg.fused, embeddings, options.meta_dropout, options.extreme_dropout,
-                    options.predict_clusters, options.ova, options.word_dropout,
-                    fusion_alpha=0.5 if options.fusion_alpha is None else options.fusion_alpha)
+                    options.predict_clusters, options.ova, options.word_dropout)
+        # Until fit_fusion fits them, the mix is even over its terms.
+        even = 1 / (1 + options.centroid_fusion + options.title_neighbours)
+        model.fusion_alpha = even if options.fusion_alpha is None else options.fusion_alpha
+        model.neighbour_weight = even if options.neighbour_weight is None else options.neighbour_weight
         if options.centroid_fusion:
             model.add_centroids(train_set)
         model.label_cluster.copy_(assign)
@@ -237,6 +264,22 @@ class SyncXML(XCModel):
                                                      train_set.pad_token_id)
         self.centroids = centroids.to(self.label_cluster.device)
         self.config["centroid_nonzeros"] = centroids.keys.numel()
+
+    @torch.no_grad()
+    def add_neighbours(self, input_ids: torch.Tensor, labels, device, dim: int = 128, k: int = 20,
+                       temperature: float = 0.1, seed: int = 0, batch_size: int = 1024) -> None:
+        """Indexes the training titles ``input_ids`` (with ``labels``, scipy sparse ``[N, L]``) by
+        this model's query vectors, so that inference mixes in their label votes at
+        ``neighbour_weight`` (see :class:`xcops.models.title_neighbours.TitleNeighbours`). Call it
+        once the encoder is trained; it also adds them to a model trained without them."""
+        was_training = self.training
+        self.eval()
+        self.neighbours = TitleNeighbours.build(lambda ids: self.encoder(ids.to(device)), input_ids, labels, dim, k,
+                                                temperature, seed, batch_size)
+        self.train(was_training)
+        self.config.update(neighbour_titles=len(self.neighbours.vectors), neighbour_pairs=self.neighbours.keys.numel(),
+                           neighbour_dim=self.neighbours.basis.shape[1], neighbour_k=k,
+                           neighbour_temperature=temperature)
 
     @torch.no_grad()
     def init_biases(self, labels) -> None:
@@ -260,7 +303,7 @@ class SyncXML(XCModel):
         self.extreme.bias.fill_(math.log(rate / (1 - rate)))
 
     def metadata(self) -> dict:
-        return dict(self.config, fusion_alpha=self.fusion_alpha)
+        return dict(self.config, fusion_alpha=self.fusion_alpha, neighbour_weight=self.neighbour_weight)
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "SyncXML":
@@ -327,13 +370,11 @@ class SyncXML(XCModel):
         self.encoder.embed.weight.requires_grad_(options.embed_lr_scale > 0)
         optimizers = self.make_optimizers(cfg.lr, sparse_lr=cfg.lr * options.embed_lr_scale)
         dataset, rows = dataset_rows(train_set)
-        fitting = self.centroids is not None and options.fusion_alpha is None
+        fitting = ((self.centroids is not None and options.fusion_alpha is None)
+                   or (options.title_neighbours and options.neighbour_weight is None))
         held_out = torch.empty(0, dtype=torch.int64)
         if fitting:  # rows the model never trains on, so the mix is fitted on scores like the test's
-            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))
-            held = min(max(options.fusion_rows // world, 1), len(rows) // 5)
-            held_out, rows = rows[order[:held].sort().values], rows[order[held:].sort().values]
+            held_out, rows = split_held_out(rows, options.fusion_rows, _world_size(), cfg.seed)
         train_set = torch.utils.data.Subset(dataset, rows.tolist())
         # BatchNorm cannot train on a batch of one row, which an uneven last batch can be.
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
@@ -359,36 +400,49 @@ class SyncXML(XCModel):
                 bar.set_postfix(meter.update(loss, len(batch[1]) - 1, lr))
         stats = dict(num_clusters=len(self.cluster_labels), cluster_width=self.cluster_labels.shape[1],
                      train_loss=meter.loss, train_steps=step, final_lr=lr if step else cfg.lr)
+        if options.title_neighbours:
+            trained = _gather_over_ranks(rows.to(device)).cpu().sort().values
+            self.add_neighbours(dataset.input_ids[trained], dataset.labels[trained.numpy()], device,
+                                options.neighbour_dim, options.neighbour_k, options.neighbour_temperature, cfg.seed,
+                                cfg.eval_batch_size)
         if fitting and len(held_out):
-            labels = dataset.labels[held_out.numpy()]
-            self.fit_fusion(dataset.input_ids[held_out], labels, cfg.top_k, cfg.eval_batch_size, device)
+            unseen = unseen_titles(dataset.input_ids, held_out)
+            labels = dataset.labels[unseen.numpy()]
+            self.fit_fusion(dataset.input_ids[unseen], labels, cfg.top_k, cfg.eval_batch_size, device)
+            stats.update(fusion_fit_rows=len(unseen))
         if self.centroids is not None:
             stats.update(fusion_alpha=self.fusion_alpha, fusion_rows=len(held_out))
+        if self.neighbours is not None:
+            stats.update(neighbour_weight=self.neighbour_weight, fusion_rows=len(held_out),
+                         neighbour_titles=len(self.neighbours.vectors))
         return stats
 
     @torch.no_grad()
-    def fit_fusion(self, input_ids: torch.Tensor, labels, k: int, batch_size: int, device) -> float:
-        """Sets and returns ``fusion_alpha``, the centroid's weight in the log-linear mix, as the
-        value of :data:`xcops.models.score_fusion.ALPHAS` with the best mean P@1/3/5 on these
-        rows (``labels``: scipy sparse ``[N, L]``). In a distributed run every rank passes its own
-        rows, as many as the others, and all of them get the value that is best over all."""
-        if self.centroids is None:
-            raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion")
+    def fit_fusion(self, input_ids: torch.Tensor, labels, k: int, batch_size: int, device) -> dict:
+        """Fits the weights of the log-linear mix (``fusion_alpha`` for the centroids,
+        ``neighbour_weight`` for the title neighbours, the rest for the model's own score) as the
+        point of :func:`xcops.models.score_fusion.weight_grid` with the best mean P@1/3/5 on
+        these rows (``labels``: scipy sparse ``[N, L]``), and returns them by name. In a
+        distributed run every rank passes its own rows, as many as the others, and all of them
+        get the weights that are best over all."""
+        if self.centroids is None and self.neighbours is None:
+            raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion or title_neighbours")
         was_training = self.training
         self.eval()
         parts = []
         for chunk in input_ids.split(batch_size):
-            chunk = chunk.to(device)
-            candidates, scores = self._ranked_candidates(chunk, k)
-            parts.append((candidates, *self._log_scores(chunk, candidates, scores)))
+            candidates, scores, query = self._ranked_candidates(chunk.to(device), k)
+            parts.append((candidates, *self._mix_terms(chunk.to(device), query, candidates, scores)))
         self.train(was_training)
-        candidates, centroid, model = (torch.cat(p) for p in zip(*parts))
+        candidates, *terms = (torch.cat(p) for p in zip(*parts))
         labels = labels.tocsr()
         hits = relevant(candidates, torch.from_numpy(labels.indptr).long(), torch.from_numpy(labels.indices).long(),
                         len(self.label_cluster))
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        self.fusion_alpha = fit_alpha(centroid, model, candidates, hits, _sum_over_ranks if distributed else None)
-        return self.fusion_alpha
+        weights = fit_weights(terms, candidates, hits, _sum_over_ranks if _world_size() > 1 else None)
+        fitted = dict(zip(self._mix_names(), weights))
+        self.fusion_alpha = fitted.get("fusion_alpha", self.fusion_alpha)
+        self.neighbour_weight = fitted.get("neighbour_weight", self.neighbour_weight)
+        return {name: value for name, value in fitted.items() if name != "model"}
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
@@ -413,18 +467,21 @@ class SyncXML(XCModel):
             head = self.extreme_hidden(self.encoder(ids)).float()
             values, labels = self.extreme.topk(head, min(k, len(self.label_cluster)))
             return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
-        candidates, scores = self._ranked_candidates(ids, k)
-        if self.centroids is not None:
-            scores = fused_scores(self.fusion_alpha, *self._log_scores(ids, candidates, scores), candidates)
+        candidates, scores, query = self._ranked_candidates(ids, k)
+        if self.centroids is not None or self.neighbours is not None:
+            weights = [getattr(self, name) for name in self._mix_names()[:-1]]
+            scores = mixed_scores([*weights, 1 - sum(weights)], self._mix_terms(ids, query, candidates, scores),
+                                  candidates)
         scores = scores.masked_fill(candidates < 0, float("-inf"))
         values, slots = scores.topk(min(k, candidates.shape[1]), dim=1)
         labels = candidates.gather(1, slots).masked_fill(values == float("-inf"), -1)
         return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
 
-    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(labels, scores)``, both ``[B, C]``: the extreme head's best ``C = max(4k, 50)``
-        labels of each row's shortlist (-1 pads), by ``shortlist_topk``, and their
-        ``sigmoid(extreme logit) * meta probability of the label's cluster``."""
+    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(labels, scores, query)``: the extreme head's best ``C = max(4k, 50)`` labels of
+        each row's shortlist (-1 pads), by ``shortlist_topk``, and their ``sigmoid(extreme
+        logit) * meta probability of the label's cluster``, both ``[B, C]``; and the encoder's
+        query vectors ``[B, D]``."""
         query = self.encoder(ids)
         head = self.extreme_hidden(query).float()
         meta_prob = self.meta(self.meta_hidden(query)).float().sigmoid()
@@ -432,14 +489,25 @@ class SyncXML(XCModel):
         shortlist = self.cluster_labels[clusters].flatten(1)
         logits, labels = self.extreme.topk(head, min(max(4 * k, 50), shortlist.shape[1]), shortlist)
         scores = logits.sigmoid() * meta_prob.gather(1, self.label_cluster[labels.clamp_min(0)])
-        return labels, scores
+        return labels, scores, query
 
-    def _log_scores(self, ids: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor):
-        """``(log centroid cosine, log model score)`` of the candidates, the two terms of the mix.
-        A candidate sharing no word with its label's centroid has cosine 0: the floor keeps its
-        log finite, below that of any candidate that shares a word."""
-        centroid = self.centroids(ids, candidates).clamp_min(CENTROID_FLOOR).log()
-        return centroid, scores.float().clamp_min(SCORE_FLOOR).log()
+    def _mix_names(self) -> list[str]:
+        """The weights of the mix, in the order of :meth:`_mix_terms`."""
+        return ((["fusion_alpha"] if self.centroids is not None else [])
+                + (["neighbour_weight"] if self.neighbours is not None else []) + ["model"])
+
+    def _mix_terms(self, ids: torch.Tensor, query: torch.Tensor, candidates: torch.Tensor,
+                   scores: torch.Tensor) -> list[torch.Tensor]:
+        """The logs of the candidates' scores that the mix weighs: the centroid cosine, the
+        neighbours' vote (each when the model has them) and the model's score. A candidate
+        sharing no word with its label's centroid, or carried by no neighbour, scores 0: the
+        floors keep its log finite, below that of any candidate that scores."""
+        terms = []
+        if self.centroids is not None:
+            terms.append(self.centroids(ids, candidates).clamp_min(CENTROID_FLOOR).log())
+        if self.neighbours is not None:
+            terms.append(self.neighbours(query, candidates).clamp_min(VOTE_FLOOR).log())
+        return [*terms, scores.float().clamp_min(SCORE_FLOOR).log()]
 
 
 def dataset_rows(dataset) -> tuple[XCTextDataset, torch.Tensor]:
@@ -450,9 +518,41 @@ def dataset_rows(dataset) -> tuple[XCTextDataset, torch.Tensor]:
     return dataset, torch.arange(len(dataset))
 
 
+def split_held_out(rows: torch.Tensor, fusion_rows: int, world: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(held_out, trained)`` of a rank's training ``rows``: ``fusion_rows / world`` of them
+    (at most a fifth), drawn with ``seed``, on which the fusion is fitted; both sorted."""
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))
+    held = min(max(fusion_rows // world, 1), len(rows) // 5)
+    return rows[order[:held].sort().values], rows[order[held:].sort().values]
+
+
+def unseen_titles(input_ids: torch.Tensor, held_out: torch.Tensor) -> torch.Tensor:
+    """The ``held_out`` rows whose token ids occur once in ``input_ids`` (all training rows), or
+    all of them if none does. A test title never repeats a training title (yso-finna-en splits by
+    title hash), but a random held-out row often does, and one the model trained on under the
+    same title would fit the mix to memorised answers: on yso the held-out rows scored 43.7 P@1
+    against 34.5 on the test titles."""
+    _, inverse, counts = torch.unique(input_ids, dim=0, return_inverse=True, return_counts=True)
+    unseen = held_out[counts[inverse[held_out]] == 1]
+    return unseen if len(unseen) else held_out
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(values)
     return values
+
+
+def _gather_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The concatenation of every rank's ``values`` (the same length on each)."""
+    if _world_size() == 1:
+        return values
+    parts = [torch.empty_like(values) for _ in range(_world_size())]
+    dist.all_gather(parts, values)
+    return torch.cat(parts)
 
 
 def label_svd_embeddings(train_set, embed_dim: int, seed: int) -> torch.Tensor:
