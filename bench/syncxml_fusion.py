@@ -13,8 +13,8 @@ a lower bound of what a held-out fit would give, and the script says which rows 
 With ``--neighbours``: the run must have held rows out of training to fit its mix (trained with
 ``"centroid_fusion": true``). The script rebuilds that split, indexes the titles the model
 trained on (:meth:`xcops.models.syncxml.SyncXML.add_neighbours`) and fits all weights on the
-held-out titles that repeat no other training title, as ``xcops train`` with ``"title_neighbours": true`` added to the same
-model_args does after the same training, which the written config records.
+held-out titles that repeat no other training title, as ``xcops train`` does after the same
+training with ``"title_neighbours": true`` added to the same model_args (the written config).
 
 Prints P@1/3/5 and PSP@1/3/5 on the whole test split without and with the addition, and writes
 the result as a run directory (``--out``) that ``xcops predict`` / ``xcops evaluate`` load.
