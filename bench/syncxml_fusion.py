@@ -36,7 +36,7 @@ import torch
 from xcops.data import XCTextDataset
 from xcops.distributed.training import training_rows
 from xcops.metrics import evaluate, inv_propensity
-from xcops.models.syncxml import SyncXMLOptions, split_held_out, unseen_titles
+from xcops.models.syncxml import SyncXMLOptions, held_out_rows, unseen_titles
 from xcops.train import TrainConfig, load_run, resolve_data, resolve_device, save_run
 
 KEYS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
@@ -82,14 +82,14 @@ def main(argv=None) -> None:
         held_out, trained = held_out_split(cfg, metrics_of(args.run), len(train_set))
         model.add_neighbours(train_set.input_ids[trained], train_set.labels[trained.numpy()], device,
                              args.neighbour_dim, args.neighbour_k[0], args.neighbour_temperature[0], cfg.seed,
-                             cfg.eval_batch_size)
+                             cfg.eval_batch_size, progress=True)
         rows = unseen_titles(train_set.input_ids, held_out).numpy()
         fitted_on = "training titles held out of training that repeat no other training title"
         k, temperature = choose_neighbour_settings(model, train_set, rows, args, cfg, device)
         added = dict(title_neighbours=True, neighbour_dim=args.neighbour_dim, neighbour_k=k,
                      neighbour_temperature=temperature)
     else:
-        model.add_centroids(train_set)
+        model.add_centroids(train_set.input_ids, train_set.labels)
         rows = np.sort(np.random.default_rng(args.seed).choice(len(train_set), min(args.fit_rows, len(train_set)),
                                                                replace=False))
         fitted_on, added = "training titles the model trained on", dict(centroid_fusion=True)
@@ -146,18 +146,19 @@ def metrics_of(run: Path) -> dict:
 
 def held_out_split(cfg: TrainConfig, metrics: dict, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(held_out, trained)`` training rows of a run that fitted its mix on held-out rows,
-    rebuilt as ``xcops train`` split them (each process its share, then its held-out part)."""
+    rebuilt as ``xcops train`` split them (the processes' shares less the held-out rows)."""
     options = SyncXMLOptions.parse(cfg.model_args)
     if not metrics.get("fusion_rows"):
         raise SystemExit(f"{cfg.out} held no rows out of training (train it with \"centroid_fusion\": true and "
                          "no fusion_alpha); --neighbours would fit on titles the index holds")
     world = metrics.get("processes", 1)
-    rows = [training_rows(num_rows, rank, world) for rank in range(world)]
-    parts = [split_held_out(share, options.fusion_rows, world, cfg.seed) for share in rows]
-    held_out, trained = (torch.cat(p).sort().values for p in zip(*parts))
-    if len(held_out) != metrics["fusion_rows"] * world:
-        raise SystemExit(f"rebuilt {len(held_out)} held-out rows, but the run held out {metrics['fusion_rows']} "
-                         f"per process over {world}")
+    held_out = held_out_rows(num_rows, options, cfg.seed, world)
+    shares = [training_rows(num_rows, rank, world) for rank in range(world)]
+    if torch.isin(shares[0], held_out).sum() != metrics["fusion_rows"]:
+        raise SystemExit(f"rebuilt {torch.isin(shares[0], held_out).sum()} held-out rows of the first process, "
+                         f"but the run held out {metrics['fusion_rows']}")
+    trained = torch.cat(shares).sort().values
+    trained = trained[~torch.isin(trained, held_out)]
     return held_out, trained
 
 

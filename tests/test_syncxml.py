@@ -1,7 +1,6 @@
 """SyncXML (InceptionXML encoder, meta + extreme heads) on tiny synthetic sets."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,11 +9,14 @@ import torch
 
 from xcops.data import XCTextDataset, generate
 from xcops.data.tokenize import encode_texts
+from xcops.distributed.training import training_rows
 from xcops.metrics import evaluate
 from xcops.models.inceptionxml import InceptionXML, query_length
 from xcops.models.label_features import label_features
 from xcops.models.score_fusion import ALPHAS
-from xcops.models.syncxml import SyncXML, SyncXMLOptions, cluster_table, label_svd_embeddings, unseen_titles
+from xcops.models.syncxml import (SyncXML, SyncXMLOptions, cluster_table, held_out_rows, label_svd_embeddings,
+                                  unseen_titles)
+from xcops.models.tfidf_centroids import TfidfCentroids
 from xcops.ops.clustering import clusters_to_csr
 from xcops.train import TrainConfig, load_run, load_splits, train
 
@@ -253,10 +255,8 @@ def test_label_svd_embeddings_start_words_of_the_same_labels_close():
     labels = rng.integers(0, 4, 400)
     ids = np.stack([np.concatenate([rng.choice(label_words[y], 3, replace=False), rng.choice(pool, 2), [0]])
                     for y in labels])
-    train_set = SimpleNamespace(input_ids=torch.from_numpy(ids), tokenizer=range(30), pad_token_id=0,
-                                labels=sp.csr_matrix((np.ones(400, np.float32), (np.arange(400), labels)),
-                                                     shape=(400, 4)))
-    table = label_svd_embeddings(train_set, embed_dim=8, seed=0)  # 8 > rank 4: padded
+    label_matrix = sp.csr_matrix((np.ones(400, np.float32), (np.arange(400), labels)), shape=(400, 4))
+    table = label_svd_embeddings(torch.from_numpy(ids), label_matrix, 30, 0, embed_dim=8, seed=0)  # 8 > rank 4: padded
     assert table.shape == (30, 8) and table[:2].abs().max() == 0  # <pad>, and <unk> never seen
     torch.testing.assert_close(table[2:].norm(dim=1), torch.ones(28))
     similarity = table[2:26] @ table[2:26].T
@@ -341,12 +341,35 @@ def test_centroid_fusion_fits_its_weight_on_held_out_rows_and_round_trips(run, d
     assert evaluate(test_set.labels, predictions, k=(1,))["P@1"] == pytest.approx(metrics["P@1"], abs=1e-9)
 
 
+def test_what_create_learns_from_labels_leaves_the_held_out_titles_out(splits):
+    train_set, _ = splits
+    options = SyncXMLOptions.parse(dict(ARGS, centroid_fusion=True, fusion_rows=100))
+    held = held_out_rows(len(train_set), options, seed=CFG.seed)
+    assert len(held) == 100 and torch.equal(held, held.sort().values) and len(held.unique()) == 100
+    assert torch.equal(held, held_out_rows(len(train_set), options, seed=CFG.seed))
+    fixed = SyncXMLOptions.parse(dict(ARGS, centroid_fusion=True, fusion_alpha=0.5))
+    assert len(held_out_rows(len(train_set), fixed, seed=CFG.seed)) == 0  # nothing to fit: nothing held out
+    shared = held_out_rows(len(train_set), options, seed=CFG.seed, world=3)  # each process steps as often
+    assert [int(torch.isin(training_rows(len(train_set), rank, 3), shared).sum()) for rank in range(3)] == [33] * 3
+    model = make_model(train_set, model_args=dict(ARGS, centroid_fusion=True, fusion_rows=100, embed_init="label-svd"))
+    kept = np.setdiff1d(np.arange(len(train_set)), held.numpy())
+    expected = TfidfCentroids.from_training_set(train_set.input_ids[kept], train_set.labels[kept],
+                                                len(train_set.tokenizer), train_set.pad_token_id)
+    assert torch.equal(model.centroids.keys, expected.keys) and torch.equal(model.centroids.values, expected.values)
+    everything = TfidfCentroids.from_training_set(train_set.input_ids, train_set.labels, len(train_set.tokenizer),
+                                                  train_set.pad_token_id)
+    assert not torch.equal(model.centroids.values, everything.values)
+    words = label_svd_embeddings(train_set.input_ids[kept], train_set.labels[kept], len(train_set.tokenizer),
+                                 train_set.pad_token_id, ARGS["embed_dim"], CFG.seed)
+    torch.testing.assert_close(model.encoder.embed.weight.detach(), words)
+
+
 def test_fusion_added_to_a_trained_model_and_a_fixed_weight(run, data_dir, splits, tmp_path):
     train_set, test_set = splits
     out, _ = run
     model = load_run(out)[0]
     before = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
-    model.add_centroids(train_set)
+    model.add_centroids(train_set.input_ids, train_set.labels)
     model.fusion_alpha = 0.0  # the centroids weigh nothing: the ranking is the model's alone
     assert torch.equal(model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False), before)
     fitted = model.fit_fusion(train_set.input_ids[:200], train_set.labels[:200], 5, 64, torch.device("cpu"))

@@ -98,3 +98,15 @@ def test_fit_weights_finds_the_informative_term_among_three():
     mixed = mixed_scores((0.25, 0.75), (informative, noise[0]), candidates.masked_fill(candidates == 3, -1))
     assert torch.isinf(mixed[:, 3]).all()
     assert torch.allclose(mixed[:, 0], 0.25 * informative[:, 0] + 0.75 * noise[0][:, 0])
+
+
+def test_indexing_shows_a_progress_bar_on_request(capsys):
+    generator = torch.Generator().manual_seed(3)
+    queries = torch.randn(40, 6, generator=generator)
+    ids = torch.arange(40).unsqueeze(1)
+    labels = random_labels(generator, 40, 9)
+    quiet = TitleNeighbours.build(lambda x: queries[x[:, 0]], ids, labels, 4, batch_size=8)
+    assert "indexing training titles" not in capsys.readouterr().err
+    shown = TitleNeighbours.build(lambda x: queries[x[:, 0]], ids, labels, 4, batch_size=8, progress=True)
+    assert "indexing training titles" in capsys.readouterr().err
+    assert torch.equal(quiet.vectors, shown.vectors)

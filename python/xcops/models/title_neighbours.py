@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops import dense_topk
+from ..progress import progress_bar
 
 PCA_SAMPLE = 65536  # rows the principal directions are fitted on
 
@@ -43,11 +44,13 @@ class TitleNeighbours(nn.Module):
     @classmethod
     @torch.no_grad()
     def build(cls, encode: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor, labels, dim: int,
-              k: int = 20, temperature: float = 0.1, seed: int = 0, batch_size: int = 1024) -> "TitleNeighbours":
+              k: int = 20, temperature: float = 0.1, seed: int = 0, batch_size: int = 1024,
+              progress: bool = False) -> "TitleNeighbours":
         """From the training titles ``input_ids [N, T]``, their ``labels`` (scipy sparse
         ``[N, L]``) and ``encode`` (token ids -> query vectors ``[B, D]``). Titles are encoded
         twice, a sample for the projection and then all of them in batches, so that no ``[N, D]``
-        table is held. Deterministic for a ``seed``."""
+        table is held. Deterministic for a ``seed``. ``progress`` shows a bar over the second pass
+        (minutes for the 500k titles of yso-finna-en on 2 CPU cores)."""
         if len(input_ids) == 0:
             raise ValueError("TitleNeighbours.build needs at least one training title, got none")
         labels = labels.tocsr()
@@ -63,7 +66,8 @@ class TitleNeighbours(nn.Module):
         _, eigenvectors = torch.linalg.eigh(centred.T @ centred)
         module.mean.copy_(mean)
         module.basis.copy_(eigenvectors[:, -dim:].flip(1).float())
-        for start in range(0, len(input_ids), batch_size):
+        starts = range(0, len(input_ids), batch_size)
+        for start in progress_bar(starts, desc="indexing training titles", unit="batch", disable=not progress):
             module.vectors[start : start + batch_size] = module.project(encode(input_ids[start : start + batch_size]))
         # CSR with sorted columns: row-major keys are already in ascending order.
         rows = torch.repeat_interleave(torch.arange(labels.shape[0]), torch.from_numpy(labels.getnnz(1)).long())
