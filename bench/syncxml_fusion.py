@@ -154,9 +154,10 @@ def held_out_split(cfg: TrainConfig, metrics: dict, num_rows: int) -> tuple[torc
     world = metrics.get("processes", 1)
     held_out = held_out_rows(num_rows, options, cfg.seed, world)
     shares = [training_rows(num_rows, rank, world) for rank in range(world)]
-    if torch.isin(shares[0], held_out).sum() != metrics["fusion_rows"]:
-        raise SystemExit(f"rebuilt {torch.isin(shares[0], held_out).sum()} held-out rows of the first process, "
-                         f"but the run held out {metrics['fusion_rows']}")
+    rebuilt = int(torch.isin(shares[0], held_out).sum())
+    if rebuilt != metrics["fusion_rows"]:
+        raise SystemExit(f"rebuilt {rebuilt} held-out rows of the first process, but the run held out "
+                         f"{metrics['fusion_rows']}")
     trained = torch.cat(shares).sort().values
     trained = trained[~torch.isin(trained, held_out)]
     return held_out, trained

@@ -574,9 +574,10 @@ def _sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
 def label_svd_embeddings(input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int, embed_dim: int,
                          seed: int) -> torch.Tensor:
     """Word vectors from the training titles ``input_ids`` and their ``labels``: row w is word
-    w's TF-IDF association with every label (its column of PIFA), in the coordinates of PIFA's rank-``embed_dim`` SVD, scaled to
-    unit norm. Words that predict the same labels start close, so the encoder starts from what
-    a linear model would learn; no pretrained vectors can be downloaded here. Padding is zero."""
+    w's TF-IDF association with every label (its column of PIFA), in the coordinates of PIFA's
+    rank-``embed_dim`` SVD, scaled to unit norm. Words that predict the same labels start close,
+    so the encoder starts from what a linear model would learn; no pretrained vectors can be
+    downloaded here. Padding is zero."""
     _, words = pifa_svd(input_ids, labels, vocab_size, pad_id, embed_dim, seed)
     # The SVD has at most min(L, V) columns; the rest start at 0 and are learned.
     words = nn.functional.pad(words, (0, embed_dim - words.shape[1]))
