@@ -12,11 +12,15 @@ a lower bound of what a held-out fit would give, and the script says which rows 
 
 With ``--neighbours``: the run must have held rows out of training to fit its mix (trained with
 ``"centroid_fusion": true``). The script rebuilds that split, indexes the titles the model
-trained on (:meth:`xcops.models.syncxml.SyncXML.add_neighbours`) and fits all weights on the
-held-out titles that repeat no other training title, as ``xcops train`` does after the same
-training with ``"title_neighbours": true`` added to the same model_args (the written config).
+trained on (:meth:`xcops.models.syncxml.SyncXML.add_neighbours`; a run trained with
+``"title_neighbours": true`` keeps its own index) and fits all weights on the held-out titles
+that repeat no other training title, as ``xcops train`` does after the same training with
+``"title_neighbours": true`` added to the same model_args (the written config). Several
+``--neighbour-k``, ``--neighbour-temperature`` or ``--neighbour-candidates`` values are each
+fitted, and the best on the held-out titles is kept.
 
-Prints P@1/3/5 and PSP@1/3/5 on the whole test split without and with the addition, and writes
+Prints P@1/3/5 and PSP@1/3/5 on the whole test split without (the run's own metrics.json when it
+has them) and with the addition, and writes
 the result as a run directory (``--out``) that ``xcops predict`` / ``xcops evaluate`` load.
 Not a test.
 """
@@ -56,6 +60,8 @@ def main(argv=None) -> None:
                         help="neighbours that vote; with several values (here or in --neighbour-temperature) "
                              "each pair is fitted and the best on the held-out titles is kept")
     parser.add_argument("--neighbour-temperature", type=float, nargs="+", default=[0.1])
+    parser.add_argument("--neighbour-candidates", type=int, nargs="+", default=[0],
+                        help="nearest titles whose labels join the shortlist's candidates (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -76,18 +82,23 @@ def main(argv=None) -> None:
         metrics = evaluate(test_set.labels, predictions, k=(1, 3, 5), inv_propensity=propensity)
         return dict(metrics, predict_seconds=time.perf_counter() - start)
 
-    plain = score()
+    recorded = metrics_of(args.run)
+    plain = recorded if all(key in recorded for key in (*KEYS, "predict_seconds")) else score()
     start = time.perf_counter()
     if args.neighbours:
         held_out, trained = held_out_split(cfg, metrics_of(args.run), len(train_set))
-        model.add_neighbours(train_set.input_ids[trained], train_set.labels[trained.numpy()], device,
-                             args.neighbour_dim, args.neighbour_k[0], args.neighbour_temperature[0], cfg.seed,
-                             cfg.eval_batch_size, progress=True)
+        if model.neighbours is None:
+            model.add_neighbours(train_set.input_ids[trained], train_set.labels[trained.numpy()], device,
+                                 args.neighbour_dim, args.neighbour_k[0], args.neighbour_temperature[0], cfg.seed,
+                                 cfg.eval_batch_size, progress=True)
+        elif len(model.neighbours.vectors) != len(trained):
+            raise SystemExit(f"{args.run} indexes {len(model.neighbours.vectors)} titles, but trained on "
+                             f"{len(trained)}")
         rows = unseen_titles(train_set.input_ids, held_out).numpy()
         fitted_on = "training titles held out of training that repeat no other training title"
-        k, temperature = choose_neighbour_settings(model, train_set, rows, args, cfg, device)
-        added = dict(title_neighbours=True, neighbour_dim=args.neighbour_dim, neighbour_k=k,
-                     neighbour_temperature=temperature)
+        k, temperature, candidates = choose_neighbour_settings(model, train_set, rows, args, cfg, device)
+        added = dict(title_neighbours=True, neighbour_dim=model.neighbours.basis.shape[1], neighbour_k=k,
+                     neighbour_temperature=temperature, neighbour_candidates=candidates)
     else:
         model.add_centroids(train_set.input_ids, train_set.labels)
         rows = np.sort(np.random.default_rng(args.seed).choice(len(train_set), min(args.fit_rows, len(train_set)),
@@ -114,30 +125,34 @@ def main(argv=None) -> None:
               + f" | {metrics['predict_seconds']:.1f} |")
 
 
-def choose_neighbour_settings(model, train_set, rows, args, cfg, device) -> tuple[int, float]:
-    """The (k, temperature) of the neighbours, of those given, whose fitted mix has the best mean
-    P@1/3/5 on the held-out ``rows``; the model is left with them. Prints each pair's score."""
-    pairs = list(itertools.product(args.neighbour_k, args.neighbour_temperature))
+def choose_neighbour_settings(model, train_set, rows, args, cfg, device) -> tuple[int, float, int]:
+    """The (k, temperature, candidate titles) of the neighbours, of those given, whose fitted mix
+    has the best mean P@1/3/5 on the held-out ``rows``; the model is left with them. Prints each
+    setting's score."""
+    pairs = list(itertools.product(args.neighbour_k, args.neighbour_temperature, args.neighbour_candidates))
     if len(pairs) == 1:
+        set_neighbour_settings(model, *pairs[0])
         return pairs[0]
     scores = {}
-    for k, temperature in pairs:
-        set_neighbour_settings(model, k, temperature)
+    for pair in pairs:
+        set_neighbour_settings(model, *pair)
         weights = model.fit_fusion(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k,
                                    cfg.eval_batch_size, device)
         found = model.predict(train_set.input_ids[rows], cfg.top_k, cfg.eval_batch_size, device, progress=False)
         metrics = evaluate(train_set.labels[rows], found, k=(1, 3, 5))
-        scores[k, temperature] = sum(metrics[f"P@{i}"] for i in (1, 3, 5)) / 3
-        print(f"held-out: k {k}, temperature {temperature}: mean P@1/3/5 {scores[k, temperature]:.2f}, "
-              f"P@1 {metrics['P@1']:.2f}, weights {weights}", flush=True)
+        scores[pair] = sum(metrics[f"P@{i}"] for i in (1, 3, 5)) / 3
+        print(f"held-out: k {pair[0]}, temperature {pair[1]}, candidate titles {pair[2]}: mean P@1/3/5 "
+              f"{scores[pair]:.2f}, P@1 {metrics['P@1']:.2f}, weights {weights}", flush=True)
     best = max(pairs, key=lambda pair: scores[pair])
     set_neighbour_settings(model, *best)
     return best
 
 
-def set_neighbour_settings(model, k: int, temperature: float) -> None:
-    model.neighbours.k, model.neighbours.temperature = k, temperature
-    model.config.update(neighbour_k=k, neighbour_temperature=temperature)
+def set_neighbour_settings(model, k: int, temperature: float, candidates: int) -> None:
+    if candidates > k:
+        raise SystemExit(f"--neighbour-candidates {candidates} is more than --neighbour-k {k}")
+    model.neighbours.k, model.neighbours.temperature, model.neighbour_candidates = k, temperature, candidates
+    model.config.update(neighbour_k=k, neighbour_temperature=temperature, neighbour_candidates=candidates)
 
 
 def metrics_of(run: Path) -> dict:

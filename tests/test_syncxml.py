@@ -394,7 +394,8 @@ def test_title_neighbours_fit_with_the_centroids_on_held_out_rows_and_round_trip
     out = tmp_path / "neighbours"
     metrics = train(dataclasses.replace(CFG, data=str(data_dir), out=str(out), epochs=4,
                                         model_args=dict(ARGS, centroid_fusion=True, title_neighbours=True,
-                                                        neighbour_dim=16, neighbour_k=5)), progress=False)
+                                                        neighbour_dim=16, neighbour_k=5, neighbour_candidates=2)),
+                    progress=False)
     held = len(train_set) // 5
     assert metrics["fusion_rows"] == held and metrics["neighbour_titles"] == len(train_set) - held
     assert metrics["fusion_alpha"] in ALPHAS and metrics["neighbour_weight"] in ALPHAS
@@ -402,6 +403,7 @@ def test_title_neighbours_fit_with_the_centroids_on_held_out_rows_and_round_trip
     model = load_run(out)[0]
     assert (model.fusion_alpha, model.neighbour_weight) == (metrics["fusion_alpha"], metrics["neighbour_weight"])
     assert model.neighbours.vectors.shape == (len(train_set) - held, 16) and model.neighbours.k == 5
+    assert model.neighbour_candidates == 2
     predictions = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
     assert evaluate(test_set.labels, predictions, k=(1,))["P@1"] == pytest.approx(metrics["P@1"], abs=1e-9)
 
@@ -438,3 +440,39 @@ def test_the_mix_is_fitted_on_held_out_titles_that_repeat_no_training_title():
     ids = torch.tensor([[1, 2, 0], [3, 4, 0], [1, 2, 0], [5, 0, 0], [3, 4, 5]])
     assert unseen_titles(ids, torch.tensor([0, 1, 3, 4])).tolist() == [1, 3, 4]  # row 0 repeats row 2
     assert unseen_titles(ids, torch.tensor([2, 0])).tolist() == [2, 0]  # none unseen: all are kept
+
+
+def test_neighbour_candidates_join_the_labels_of_the_nearest_titles(run, splits):
+    train_set, test_set = splits
+    model = load_run(run[0])[0]
+    model.add_neighbours(train_set.input_ids, train_set.labels, torch.device("cpu"), dim=16, k=10)
+    ids = test_set.input_ids[:40]
+    shortlisted, _, _ = model._ranked_candidates(ids, 5)
+    model.neighbour_candidates = 3
+    joined, scores, (weights, titles) = model._ranked_candidates(ids, 5)
+    for row in range(len(ids)):
+        found = set(joined[row][joined[row] >= 0].tolist())
+        assert len(found) == int((joined[row] >= 0).sum())  # each label once
+        nearest = set(train_set.labels[titles[row, :3].numpy()].indices.tolist())
+        assert found == set(shortlisted[row][shortlisted[row] >= 0].tolist()) | nearest
+    # Every candidate, old or new, scores as the model scores it; padding scores 0.
+    query = model.encoder(ids)
+    meta = model.meta(model.meta_hidden(query)).sigmoid()
+    expected = (model.extreme(model.extreme_hidden(query), joined).sigmoid()
+                * meta.gather(1, model.label_cluster[joined.clamp_min(0)])).masked_fill(joined < 0, 0)
+    assert torch.allclose(scores, expected, atol=1e-6)
+    # Ranked by the votes alone, the predictions come from the joined candidates and stay about as
+    # good as the model's own (the run fixture's P@1).
+    model.neighbour_weight = 1.0
+    predictions = model.predict(ids, 5, 64, torch.device("cpu"), progress=False)
+    assert all(set(predictions[row].tolist()) - {-1} <= set(joined[row].tolist()) for row in range(len(ids)))
+    predictions = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
+    assert evaluate(test_set.labels, predictions, k=(1,))["P@1"] >= 0.8 * run[1]["P@1"]
+
+
+def test_neighbour_candidates_need_the_neighbours():
+    with pytest.raises(ValueError, match="neighbour_candidates .* title_neighbours"):
+        SyncXMLOptions.parse({"neighbour_candidates": 3})
+    with pytest.raises(ValueError, match=r"neighbour_k \(5\)"):
+        SyncXMLOptions.parse({"title_neighbours": True, "neighbour_k": 5, "neighbour_candidates": 6})
+    assert SyncXMLOptions.parse({"title_neighbours": True, "neighbour_candidates": 5}).neighbour_candidates == 5

@@ -1,14 +1,17 @@
-"""bench/syncxml_fusion.py rebuilds the held-out split of a run as `xcops train` made it."""
+"""bench/syncxml_fusion.py: it rebuilds the held-out split of a run as `xcops train` made it, and
+adds the title neighbours to a trained run."""
 
 import importlib.util
+import json
 import pathlib
 
 import pytest
 import torch
 
+from xcops.data import generate
 from xcops.distributed.training import training_rows
 from xcops.models.syncxml import SyncXMLOptions, held_out_rows
-from xcops.train import TrainConfig
+from xcops.train import TrainConfig, load_run, train
 
 PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "syncxml_fusion.py"
 ARGS = {"centroid_fusion": True, "fusion_rows": 50}
@@ -38,3 +41,25 @@ def test_the_rebuilt_split_is_what_each_process_trained_and_held_out(world):
         script.held_out_split(cfg, {"fusion_rows": 1, "processes": world}, num_rows)
     with pytest.raises(SystemExit, match="held no rows"):
         script.held_out_split(cfg, {"fusion_rows": 0, "processes": world}, num_rows)
+
+
+def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_titles(tmp_path, capsys):
+    script = load_script()
+    data = tmp_path / "data"
+    generate(data, num_train=600, num_test=100, num_labels=40, seed=2)
+    model_args = dict(ARGS, embed_dim=64, num_filters=8, cluster_size=8, top_clusters=2, title_neighbours=True,
+                      neighbour_dim=8, neighbour_k=5)
+    cfg = TrainConfig(model="syncxml", data=str(data), out=str(tmp_path / "run"), max_len=8, batch_size=64, epochs=1,
+                      seed=3, model_args=model_args)
+    trained = train(cfg, progress=False)
+    index = load_run(tmp_path / "run")[0].neighbours.vectors
+    script.main([str(tmp_path / "run"), "--neighbours", "--neighbour-k", "5", "--neighbour-temperature", "0.1",
+                 "--neighbour-candidates", "0", "2", "--out", str(tmp_path / "fused")])
+    printed = capsys.readouterr().out
+    assert "candidate titles 0" in printed and "candidate titles 2" in printed
+    # The row without the addition is the run's own result, not a second prediction.
+    assert f"| run | {trained['P@1']:.2f} |" in printed
+    fused_model, _, _ = load_run(tmp_path / "fused")
+    assert torch.equal(fused_model.neighbours.vectors, index)
+    config = json.loads((tmp_path / "fused" / "config.json").read_text())
+    assert config["model_args"]["neighbour_candidates"] == fused_model.neighbour_candidates in (0, 2)

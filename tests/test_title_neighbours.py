@@ -47,6 +47,36 @@ def test_votes_match_a_brute_force_knn(num_titles, dim, k):
     assert bool((votes[candidates < 0] == 0).all())
 
 
+@pytest.mark.parametrize("num_titles,per_row", [(1, 1), (7, 3), (129, 5)])
+def test_labels_of_nearest_titles_are_their_label_sets(num_titles, per_row):
+    generator = torch.Generator().manual_seed(num_titles)
+    num_labels = 13
+    labels = random_labels(generator, num_titles, num_labels, per_row).tolil()
+    labels[num_titles - 1] = 0  # a title without labels contributes padding only
+    labels = labels.tocsr()
+    labels.eliminate_zeros()
+    train_queries = torch.randn(num_titles, 6, generator=generator)
+    module = TitleNeighbours.build(lambda x: train_queries[x[:, 0]], torch.arange(num_titles).unsqueeze(1), labels, 4)
+    titles = torch.randint(0, num_titles, (9, 3), generator=generator)
+    found = module.labels_of(titles)
+    assert found.shape[0] == 9 and found.shape[1] % 3 == 0
+    for row in range(9):
+        expected = sorted(int(label) for title in titles[row] for label in labels[int(title)].indices)
+        assert sorted(int(label) for label in found[row] if label >= 0) == expected
+    assert module.labels_of(titles[:, :0]).shape == (9, 0)
+
+
+def test_nearest_then_votes_is_forward():
+    generator = torch.Generator().manual_seed(2)
+    train_queries = torch.randn(40, 8, generator=generator)
+    labels = random_labels(generator, 40, 9)
+    module = TitleNeighbours.build(lambda x: train_queries[x[:, 0]], torch.arange(40).unsqueeze(1), labels, 8, k=4)
+    queries, candidates = torch.randn(5, 8, generator=generator), torch.randint(-1, 9, (5, 6), generator=generator)
+    weights, titles = module.nearest(queries)
+    assert weights.shape == titles.shape == (5, 4) and torch.allclose(weights.sum(1), torch.ones(5))
+    assert torch.equal(module.votes((weights, titles), candidates), module(queries, candidates))
+
+
 def test_the_projection_keeps_the_top_principal_directions_and_is_deterministic():
     generator = torch.Generator().manual_seed(0)
     # Variance 100 along the first two axes, 1 along the other six.

@@ -48,7 +48,7 @@ from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features, pifa_svd
 from .options import is_integer, is_number
-from .score_fusion import fit_weights, mixed_scores, relevant
+from .score_fusion import fit_weights, mixed_scores, relevant, union_candidates
 from .tfidf_centroids import TfidfCentroids
 from .title_neighbours import TitleNeighbours
 
@@ -83,6 +83,7 @@ _RULES = {
     "neighbour_k": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "neighbour_dim": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "neighbour_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "neighbour_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -117,6 +118,7 @@ class SyncXMLOptions:
     neighbour_k: int = 20  # training titles that vote
     neighbour_dim: int = 128  # principal directions of the query vectors that the kNN searches
     neighbour_temperature: float = 0.1  # of the softmax over the neighbours' cosines
+    neighbour_candidates: int = 0  # nearest training titles whose labels join the shortlist's candidates
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -141,6 +143,12 @@ class SyncXMLOptions:
         if options.ova and (options.centroid_fusion or options.title_neighbours):
             raise ValueError("syncxml model_args: centroid_fusion and title_neighbours mix into the shortlist "
                              "ranking, which ova (one-vs-all) does not have; drop them or ova")
+        if options.neighbour_candidates and (not options.title_neighbours
+                                             or options.neighbour_candidates > options.neighbour_k):
+            raise ValueError("syncxml model_args: neighbour_candidates takes the labels of that many of the "
+                             f"neighbour_k ({options.neighbour_k}) nearest titles, so it needs title_neighbours "
+                             f"and at most neighbour_k, got {options.neighbour_candidates!r} with "
+                             f"title_neighbours={options.title_neighbours!r}")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
@@ -185,7 +193,7 @@ class SyncXML(XCModel):
                  ova: bool = False, word_dropout: float = 0.0, centroid_nonzeros: Optional[int] = None,
                  fusion_alpha: float = 0.5, neighbour_titles: Optional[int] = None, neighbour_pairs: int = 0,
                  neighbour_dim: int = 128, neighbour_k: int = 20, neighbour_temperature: float = 0.1,
-                 neighbour_weight: float = 0.0):
+                 neighbour_weight: float = 0.0, neighbour_candidates: int = 0):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -208,6 +216,7 @@ class SyncXML(XCModel):
             dim, neighbour_dim, neighbour_titles, neighbour_pairs, num_labels, neighbour_k, neighbour_temperature)
         self.fusion_alpha = fusion_alpha
         self.neighbour_weight = neighbour_weight
+        self.neighbour_candidates = neighbour_candidates
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, num_clusters=num_clusters,
                            cluster_width=cluster_width, seq_len=seq_len, pad_id=pad_id, embed_dim=embed_dim,
                            num_filters=num_filters, dropout=dropout, top_clusters=top_clusters,
@@ -215,7 +224,8 @@ class SyncXML(XCModel):
                            predict_clusters=predict_clusters, ova=ova, word_dropout=word_dropout,
                            centroid_nonzeros=centroid_nonzeros, neighbour_titles=neighbour_titles,
                            neighbour_pairs=neighbour_pairs, neighbour_dim=neighbour_dim, neighbour_k=neighbour_k,
-                           neighbour_temperature=neighbour_temperature)
+                           neighbour_temperature=neighbour_temperature,
+                           neighbour_candidates=neighbour_candidates)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -260,7 +270,8 @@ class SyncXML(XCModel):
         model = cls(vocab_size, num_labels, num_clusters, table.shape[1], train_set.max_len,
                     train_set.pad_token_id, embed_dim, options.num_filters, options.dropout,
                     options.top_clusters, cfg.fused, embeddings, options.meta_dropout, options.extreme_dropout,
-                    options.predict_clusters, options.ova, options.word_dropout)
+                    options.predict_clusters, options.ova, options.word_dropout,
+                    neighbour_candidates=options.neighbour_candidates)
         # Until fit_fusion fits them, the mix is even over its terms.
         even = 1 / (1 + options.centroid_fusion + options.title_neighbours)
         model.fusion_alpha = even if options.fusion_alpha is None else options.fusion_alpha
@@ -450,8 +461,8 @@ class SyncXML(XCModel):
         parts = []
         for chunk in input_ids.split(batch_size):
             chunk = chunk.to(device)
-            candidates, scores, query = self._ranked_candidates(chunk, k)
-            parts.append((candidates, *self._mix_terms(chunk, query, candidates, scores)))
+            candidates, scores, nearest = self._ranked_candidates(chunk, k)
+            parts.append((candidates, *self._mix_terms(chunk, nearest, candidates, scores)))
         self.train(was_training)
         candidates, *terms = (torch.cat(p) for p in zip(*parts))
         labels = labels.tocsr()
@@ -468,8 +479,10 @@ class SyncXML(XCModel):
         """The top-k labels by ``sigmoid(extreme) * meta probability of the label's cluster``.
 
         The extreme head ranks each row's shortlist (the labels of its ``predict_clusters``
-        best meta clusters) with ``shortlist_topk``, keeping ``max(4k, 50)`` candidates, which
-        the meta probabilities then reorder. One-vs-all ranks all labels with ``dense_topk``.
+        best meta clusters) with ``shortlist_topk``, keeping ``max(4k, 50)`` candidates (and the
+        labels of the ``neighbour_candidates`` nearest training titles), which the meta
+        probabilities then reorder, or the fitted mix with the centroids and neighbours ranks.
+        One-vs-all ranks all labels with ``dense_topk``.
         """
         was_training = self.training
         self.eval()
@@ -486,36 +499,47 @@ class SyncXML(XCModel):
             head = self.extreme_hidden(self.encoder(ids)).float()
             values, labels = self.extreme.topk(head, min(k, len(self.label_cluster)))
             return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
-        candidates, scores, query = self._ranked_candidates(ids, k)
+        candidates, scores, nearest = self._ranked_candidates(ids, k)
         if self.centroids is not None or self.neighbours is not None:
             weights = [getattr(self, name) for name in self._mix_names()[:-1]]
-            scores = mixed_scores([*weights, 1 - sum(weights)], self._mix_terms(ids, query, candidates, scores),
+            scores = mixed_scores([*weights, 1 - sum(weights)], self._mix_terms(ids, nearest, candidates, scores),
                                   candidates)
         scores = scores.masked_fill(candidates < 0, float("-inf"))
         values, slots = scores.topk(min(k, candidates.shape[1]), dim=1)
         labels = candidates.gather(1, slots).masked_fill(values == float("-inf"), -1)
         return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
 
-    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(labels, scores, query)``: the extreme head's best ``C = max(4k, 50)`` labels of
-        each row's shortlist (-1 pads), by ``shortlist_topk``, and their ``sigmoid(extreme
-        logit) * meta probability of the label's cluster``, both ``[B, C]``; and the encoder's
-        query vectors ``[B, D]``."""
+    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, Optional[tuple]]:
+        """``(labels, scores, nearest)``: the extreme head's best ``C = max(4k, 50)`` labels of
+        each row's shortlist (-1 pads), by ``shortlist_topk``, joined by the labels of the
+        ``neighbour_candidates`` nearest training titles when set, and their ``sigmoid(extreme
+        logit) * meta probability of the label's cluster``, both ``[B, C']``; and the title
+        neighbours' :meth:`~xcops.models.title_neighbours.TitleNeighbours.nearest` (None
+        without them)."""
         query = self.encoder(ids)
         head = self.extreme_hidden(query).float()
         meta_prob = self.meta(self.meta_hidden(query)).float().sigmoid()
         clusters = meta_prob.topk(self.predict_clusters, dim=1).indices
         shortlist = self.cluster_labels[clusters].flatten(1)
         logits, labels = self.extreme.topk(head, min(max(4 * k, 50), shortlist.shape[1]), shortlist)
+        indexed = self.neighbours is not None and len(self.neighbours.vectors) > 0
+        nearest = self.neighbours.nearest(query) if indexed else None
+        if nearest is not None and self.neighbour_candidates:
+            # The shortlist misses a third of the test positives on yso-finna-en (bench/RESULTS.md);
+            # the neighbours' labels need no meta cluster to be found.
+            joined = union_candidates(labels, self.neighbours.labels_of(nearest[1][:, : self.neighbour_candidates]))
+            joined = joined.sort(dim=1, descending=True).values
+            labels = joined[:, : int((joined >= 0).sum(1).max())]
+            logits = self.extreme(head, labels).masked_fill(labels < 0, float("-inf"))
         scores = logits.sigmoid() * meta_prob.gather(1, self.label_cluster[labels.clamp_min(0)])
-        return labels, scores, query
+        return labels, scores, nearest
 
     def _mix_names(self) -> list[str]:
         """The weights of the mix, in the order of :meth:`_mix_terms`."""
         return ((["fusion_alpha"] if self.centroids is not None else [])
                 + (["neighbour_weight"] if self.neighbours is not None else []) + ["model"])
 
-    def _mix_terms(self, ids: torch.Tensor, query: torch.Tensor, candidates: torch.Tensor,
+    def _mix_terms(self, ids: torch.Tensor, nearest: Optional[tuple], candidates: torch.Tensor,
                    scores: torch.Tensor) -> list[torch.Tensor]:
         """The logs of the candidates' scores that the mix weighs: the centroid cosine, the
         neighbours' vote (each when the model has them) and the model's score. A candidate
@@ -525,7 +549,9 @@ class SyncXML(XCModel):
         if self.centroids is not None:
             terms.append(self.centroids(ids, candidates).clamp_min(CENTROID_FLOOR).log())
         if self.neighbours is not None:
-            terms.append(self.neighbours(query, candidates).clamp_min(VOTE_FLOOR).log())
+            votes = (torch.zeros(candidates.shape, device=candidates.device) if nearest is None
+                     else self.neighbours.votes(nearest, candidates))
+            terms.append(votes.clamp_min(VOTE_FLOOR).log())
         return [*terms, scores.float().clamp_min(SCORE_FLOOR).log()]
 
 

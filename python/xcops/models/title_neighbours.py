@@ -4,7 +4,8 @@ A deep XC model fits its training titles far better than it generalises (the yso
 SyncXML model: 62% P@1 on training titles, 35% on test ones). A test title close to training
 titles in the encoder's space can borrow their labels, which is what a kNN classifier does:
 each candidate label gets the softmax-weighted share of the ``k`` nearest training titles
-that carry it. SyncXML mixes that vote into its ranking (:mod:`xcops.models.syncxml`).
+that carry it. SyncXML mixes that vote into its ranking (:mod:`xcops.models.syncxml`), and can
+add the labels of the nearest few titles to the candidates its own shortlist found.
 
 Query vectors are projected onto their top principal directions (``dim``, fitted on a sample)
 and normalised, so that :func:`xcops.dense_topk` searches all training titles exactly at a
@@ -77,16 +78,36 @@ class TitleNeighbours(nn.Module):
     def project(self, queries: torch.Tensor) -> torch.Tensor:
         return F.normalize((queries.float() - self.mean) @ self.basis, dim=1)
 
+    def nearest(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weights, titles)``, both ``[B, k]``: the rows of the ``k`` nearest training titles,
+        nearest first, and the softmax of their cosines over ``temperature``."""
+        cosines, titles = dense_topk(self.project(queries), self.vectors, min(self.k, len(self.vectors)))
+        return torch.softmax(cosines / self.temperature, dim=1), titles
+
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` votes in [0, 1]: the summed weights of the neighbours that carry each
-        candidate, the weights being a softmax of their cosines over ``temperature``; 0 at
-        padding candidates (-1)."""
+        candidate; 0 at padding candidates (-1)."""
         if len(self.vectors) == 0 or candidates.shape[1] == 0:
             return torch.zeros(candidates.shape, device=candidates.device)
-        cosines, titles = dense_topk(self.project(queries), self.vectors, min(self.k, len(self.vectors)))
-        weights = torch.softmax(cosines / self.temperature, dim=1)
+        return self.votes(self.nearest(queries), candidates)
+
+    def votes(self, nearest: tuple[torch.Tensor, torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the queries' :meth:`nearest`, for a caller that has them already."""
+        weights, titles = nearest
         keys = titles.unsqueeze(1) * self.num_labels + candidates.clamp_min(0).unsqueeze(2)  # [B, C, k]
         where = torch.searchsorted(self.keys, keys).clamp_max(max(self.keys.numel() - 1, 0))
         carried = self.keys[where] == keys if self.keys.numel() else torch.zeros_like(keys, dtype=torch.bool)
         votes = (carried * weights.unsqueeze(1)).sum(2)
         return votes.masked_fill(candidates < 0, 0.0)
+
+    def labels_of(self, titles: torch.Tensor) -> torch.Tensor:
+        """``[B, T * W]`` the labels of training titles ``titles [B, T]`` (rows of the index), -1
+        padded, where ``W`` is the most labels any of them carries; a label carried by several
+        of a row's titles appears once for each."""
+        first = torch.searchsorted(self.keys, titles * self.num_labels)
+        counts = torch.searchsorted(self.keys, (titles + 1) * self.num_labels) - first
+        width = int(counts.max()) if counts.numel() else 0
+        slots = torch.arange(width, device=titles.device)
+        where = (first.unsqueeze(2) + slots).clamp_max(max(self.keys.numel() - 1, 0))
+        labels = self.keys[where] % self.num_labels if self.keys.numel() else torch.zeros_like(where)
+        return labels.masked_fill(slots >= counts.unsqueeze(2), -1).flatten(1)
