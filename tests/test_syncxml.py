@@ -461,6 +461,9 @@ def test_neighbour_candidates_join_the_labels_of_the_nearest_titles(run, splits)
     expected = (model.extreme(model.extreme_hidden(query), joined).sigmoid()
                 * meta.gather(1, model.label_cluster[joined.clamp_min(0)])).masked_fill(joined < 0, 0)
     assert torch.allclose(scores, expected, atol=1e-6)
+    # Chunks of a few rows join candidate lists of different widths; the fit takes them all.
+    assert set(model.fit_fusion(train_set.input_ids[:60], train_set.labels[:60], 5, 7, torch.device("cpu"))) == {
+        "neighbour_weight"}
     # Ranked by the votes alone, the predictions come from the joined candidates and stay about as
     # good as the model's own (the run fixture's P@1).
     model.neighbour_weight = 1.0

@@ -464,7 +464,10 @@ class SyncXML(XCModel):
             candidates, scores, nearest = self._ranked_candidates(chunk, k)
             parts.append((candidates, *self._mix_terms(chunk, nearest, candidates, scores)))
         self.train(was_training)
-        candidates, *terms = (torch.cat(p) for p in zip(*parts))
+        # Chunks differ in width where neighbour labels join the candidates; mixed_scores masks the padding.
+        width = max((part[0].shape[1] for part in parts), default=0)
+        candidates, *terms = (torch.cat([nn.functional.pad(t, (0, width - t.shape[1]), value=-1 if i == 0 else 0)
+                                         for t in column]) for i, column in enumerate(zip(*parts)))
         labels = labels.tocsr()
         hits = relevant(candidates, torch.from_numpy(labels.indptr).long(), torch.from_numpy(labels.indices).long(),
                         len(self.label_cluster))
