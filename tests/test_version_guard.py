@@ -15,8 +15,8 @@ import xcops
 from xcops import _build, _build_config
 
 
-def import_xcops(built_torch, built_cuda=None, running_cuda="real", blocked=()):
-    """Import xcops in a subprocess with faked build facts; returns (returncode, output).
+def start_import(built_torch, built_cuda=None, running_cuda="real", blocked=()):
+    """Starts importing xcops in a subprocess with faked build facts; :func:`finish` waits for it.
     The modules in ``blocked`` fail to import: a _C that cannot load, a build without the facts."""
     fake = textwrap.dedent(f"""
         import sys, types
@@ -33,8 +33,32 @@ def import_xcops(built_torch, built_cuda=None, running_cuda="real", blocked=()):
         import xcops
         print("imported", xcops.build_info()["torch_version"])
     """)
-    run = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=300)
-    return run.returncode, run.stdout + run.stderr
+    return subprocess.Popen([sys.executable, "-c", fake], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process):
+    """``(returncode, output)`` of a :func:`start_import`."""
+    output, _ = process.communicate(timeout=300)
+    return process.returncode, output
+
+
+RELEASE = torch.__version__.split("+")[0]
+# Every import at once: each subprocess spends seconds importing torch, and they overlap.
+IMPORTS = {
+    "2.5.1": dict(built_torch="2.5.1"),
+    "1.13.1+cpu": dict(built_torch="1.13.1+cpu"),
+    "other label": dict(built_torch=RELEASE + "+other"),
+    "cuda None": dict(built_torch=torch.__version__, built_cuda="13.0", running_cuda=None),
+    "cuda 12.8": dict(built_torch=torch.__version__, built_cuda="13.0", running_cuda="12.8"),
+    "no _C": dict(built_torch=torch.__version__, blocked=("xcops._C",)),
+    "no build facts": dict(built_torch=torch.__version__, blocked=("xcops._build_config",)),
+}
+
+
+@pytest.fixture(scope="module")
+def imports():
+    started = {name: start_import(**kwargs) for name, kwargs in IMPORTS.items()}
+    return {name: finish(process) for name, process in started.items()}
 
 
 def last_line(output):
@@ -48,8 +72,8 @@ def test_build_config_matches_the_compiled_extension():
 
 
 @pytest.mark.parametrize("built", ["2.5.1", "1.13.1+cpu"])
-def test_other_torch_release_is_an_import_error_naming_both(built):
-    code, out = import_xcops(built)
+def test_other_torch_release_is_an_import_error_naming_both(imports, built):
+    code, out = imports[built]
     assert code != 0
     msg = last_line(out)
     assert msg.startswith("ImportError: xcops was built for torch"), out
@@ -58,15 +82,15 @@ def test_other_torch_release_is_an_import_error_naming_both(built):
     assert "+pt" + torch.__version__.split("+")[0].replace(".", "") in msg  # the wheel to get instead
 
 
-def test_same_release_with_another_local_label_imports():
+def test_same_release_with_another_local_label_imports(imports):
     # 2.14.1 and 2.14.1+cu130 share the C++ ABI: only the CUDA check below tells them apart
-    code, out = import_xcops(torch.__version__.split("+")[0] + "+other")
+    code, out = imports["other label"]
     assert code == 0 and "imported" in out, out
 
 
 @pytest.mark.parametrize("running_cuda", [None, "12.8"])
-def test_cuda_build_on_torch_without_matching_cuda_is_an_import_error(running_cuda):
-    code, out = import_xcops(torch.__version__, built_cuda="13.0", running_cuda=running_cuda)
+def test_cuda_build_on_torch_without_matching_cuda_is_an_import_error(imports, running_cuda):
+    code, out = imports[f"cuda {running_cuda}"]
     assert code != 0
     msg = last_line(out)
     assert msg.startswith("ImportError: this xcops build has CUDA kernels"), out
@@ -75,16 +99,16 @@ def test_cuda_build_on_torch_without_matching_cuda_is_an_import_error(running_cu
     assert "xcops wheel made for your torch (xcops-*+pt" in msg
 
 
-def test_extension_that_fails_to_load_is_wrapped_with_versions_and_fix():
-    code, out = import_xcops(torch.__version__, blocked=("xcops._C",))
+def test_extension_that_fails_to_load_is_wrapped_with_versions_and_fix(imports):
+    code, out = imports["no _C"]
     assert code != 0
     msg = last_line(out)
     assert msg.startswith("ImportError: xcops's compiled extension"), out
     assert msg.count(torch.__version__) == 2 and "pip install torch==" in msg
 
 
-def test_missing_build_facts_ask_for_a_rebuild():
-    code, out = import_xcops(torch.__version__, blocked=("xcops._build_config",))
+def test_missing_build_facts_ask_for_a_rebuild(imports):
+    code, out = imports["no build facts"]
     assert code != 0
     msg = last_line(out)
     assert msg.startswith("ImportError: xcops._build_config is missing"), out
