@@ -1,4 +1,5 @@
-"""Label votes of a title's nearest training titles, in the model's own query space.
+"""Label votes of a title's nearest training titles, in the model's own query space
+(:class:`~xcops.models.label_votes.LabelVotes`).
 
 A deep XC model fits its training titles far better than it generalises (the yso-finna-en
 SyncXML model: 62% P@1 on training titles, 35% on test ones). A test title close to training
@@ -9,8 +10,7 @@ add the labels of the nearest few titles to the candidates its own shortlist fou
 
 Query vectors are projected onto their top principal directions (``dim``, fitted on a sample)
 and normalised, so that :func:`xcops.dense_topk` searches all training titles exactly at a
-fraction of the cost of the full query width. The labels of the training titles are kept as
-the sorted keys ``title * L + label``, so a (candidate, neighbour) pair is one binary search.
+fraction of the cost of the full query width.
 """
 
 from __future__ import annotations
@@ -18,29 +18,25 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ..ops import dense_topk
 from ..progress import progress_bar
+from .label_votes import LabelVotes
 
 PCA_SAMPLE = 65536  # rows the principal directions are fitted on
 
 
-class TitleNeighbours(nn.Module):
+class TitleNeighbours(LabelVotes):
     """Scores ``[B, C]`` candidate labels of ``[B, D]`` query vectors by the labels of their
     ``k`` nearest training titles. Build it with :meth:`build`; the buffers go into checkpoints."""
 
     def __init__(self, input_dim: int, dim: int, num_titles: int, num_pairs: int, num_labels: int, k: int = 20,
                  temperature: float = 0.1):
-        super().__init__()
-        self.num_labels = num_labels
-        self.k = k
-        self.temperature = temperature
+        super().__init__(num_pairs, num_labels, k, temperature)
         self.register_buffer("mean", torch.zeros(input_dim))
         self.register_buffer("basis", torch.zeros(input_dim, dim))
         self.register_buffer("vectors", torch.zeros(num_titles, dim))
-        self.register_buffer("keys", torch.zeros(num_pairs, dtype=torch.int64))
 
     @classmethod
     @torch.no_grad()
@@ -55,7 +51,6 @@ class TitleNeighbours(nn.Module):
         if len(input_ids) == 0:
             raise ValueError("TitleNeighbours.build needs at least one training title, got none")
         labels = labels.tocsr()
-        labels.sort_indices()
         sample = torch.randperm(len(input_ids), generator=torch.Generator().manual_seed(seed))[:PCA_SAMPLE]
         sample = torch.cat([encode(chunk).float() for chunk in input_ids[sample.sort().values].split(batch_size)])
         dim = min(dim, sample.shape[1])
@@ -70,9 +65,7 @@ class TitleNeighbours(nn.Module):
         starts = range(0, len(input_ids), batch_size)
         for start in progress_bar(starts, desc="indexing training titles", unit="batch", disable=not progress):
             module.vectors[start : start + batch_size] = module.project(encode(input_ids[start : start + batch_size]))
-        # CSR with sorted columns: row-major keys are already in ascending order.
-        rows = torch.repeat_interleave(torch.arange(labels.shape[0]), torch.from_numpy(labels.getnnz(1)).long())
-        module.keys.copy_(rows * labels.shape[1] + torch.from_numpy(labels.indices).long())
+        module.set_labels(labels)
         return module
 
     def project(self, queries: torch.Tensor) -> torch.Tensor:
@@ -82,7 +75,7 @@ class TitleNeighbours(nn.Module):
         """``(weights, titles)``, both ``[B, k]``: the rows of the ``k`` nearest training titles,
         nearest first, and the softmax of their cosines over ``temperature``."""
         cosines, titles = dense_topk(self.project(queries), self.vectors, min(self.k, len(self.vectors)))
-        return torch.softmax(cosines / self.temperature, dim=1), titles
+        return self.softmax(cosines), titles
 
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` votes in [0, 1]: the summed weights of the neighbours that carry each
@@ -90,24 +83,3 @@ class TitleNeighbours(nn.Module):
         if len(self.vectors) == 0 or candidates.shape[1] == 0:
             return torch.zeros(candidates.shape, device=candidates.device)
         return self.votes(self.nearest(queries), candidates)
-
-    def votes(self, nearest: tuple[torch.Tensor, torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` from the queries' :meth:`nearest`, for a caller that has them already."""
-        weights, titles = nearest
-        keys = titles.unsqueeze(1) * self.num_labels + candidates.clamp_min(0).unsqueeze(2)  # [B, C, k]
-        where = torch.searchsorted(self.keys, keys).clamp_max(max(self.keys.numel() - 1, 0))
-        carried = self.keys[where] == keys if self.keys.numel() else torch.zeros_like(keys, dtype=torch.bool)
-        votes = (carried * weights.unsqueeze(1)).sum(2)
-        return votes.masked_fill(candidates < 0, 0.0)
-
-    def labels_of(self, titles: torch.Tensor) -> torch.Tensor:
-        """``[B, T * W]`` the labels of training titles ``titles [B, T]`` (rows of the index), -1
-        padded, where ``W`` is the most labels any of them carries; a label carried by several
-        of a row's titles appears once for each."""
-        first = torch.searchsorted(self.keys, titles * self.num_labels)
-        counts = torch.searchsorted(self.keys, (titles + 1) * self.num_labels) - first
-        width = int(counts.max()) if counts.numel() else 0
-        slots = torch.arange(width, device=titles.device)
-        where = (first.unsqueeze(2) + slots).clamp_max(max(self.keys.numel() - 1, 0))
-        labels = self.keys[where] % self.num_labels if self.keys.numel() else torch.zeros_like(where)
-        return labels.masked_fill(slots >= counts.unsqueeze(2), -1).flatten(1)
