@@ -1,8 +1,9 @@
-"""Adds the TF-IDF label-centroid fusion, or the training-title neighbours, to a trained SyncXML
-run, and scores it without and with them.
+"""Adds the TF-IDF label-centroid fusion, the training-title neighbours or the TF-IDF neighbours
+to a trained SyncXML run, and scores it without and with them.
 
     python bench/syncxml_fusion.py runs/yso-syncxml --out runs/yso-syncxml-fused
     python bench/syncxml_fusion.py runs/yso-syncxml-fused5 --neighbours --out runs/yso-syncxml-knn5
+    python bench/syncxml_fusion.py runs/yso-cfg --tfidf-neighbours --centroid-bigrams --out runs/yso-tfidf
 
 Without ``--neighbours``: adds the centroids to a run trained without them. That run saw all
 training titles, so the weight is fitted on ``--fit-rows`` training titles that the model *did*
@@ -18,6 +19,12 @@ that repeat no other training title, as ``xcops train`` does after the same trai
 ``"title_neighbours": true`` added to the same model_args (the written config). Several
 ``--neighbour-k``, ``--neighbour-temperature`` or ``--neighbour-candidates`` values are each
 fitted, and the best on the held-out titles is kept.
+
+``--tfidf-neighbours`` (the TF-IDF kNN, :class:`xcops.models.tfidf_neighbours.TfidfNeighbours`)
+and ``--centroid-bigrams`` (centroids rebuilt with bigrams) need the same held-out split. Both
+are built from the training titles less the held-out ones, as :meth:`SyncXML.create` builds
+them with ``"tfidf_neighbours": true`` or ``"centroid_bigrams": true``; their settings
+(``--tfidf-k``, ``--tfidf-temperature``, ``--tfidf-candidates``) join the same grid.
 
 Prints P@1/3/5 and PSP@1/3/5 on the whole test split without (the run's own metrics.json when it
 has them) and with the addition, and writes
@@ -62,6 +69,14 @@ def main(argv=None) -> None:
     parser.add_argument("--neighbour-temperature", type=float, nargs="+", default=[0.1])
     parser.add_argument("--neighbour-candidates", type=int, nargs="+", default=[0],
                         help="nearest titles whose labels join the shortlist's candidates (0: none)")
+    parser.add_argument("--tfidf-neighbours", action="store_true",
+                        help="add the TF-IDF neighbours to a run that held rows out")
+    parser.add_argument("--tfidf-k", type=int, nargs="+", default=[50])
+    parser.add_argument("--tfidf-temperature", type=float, nargs="+", default=[0.2])
+    parser.add_argument("--tfidf-candidates", type=int, nargs="+", default=[0],
+                        help="nearest titles by TF-IDF whose labels join the candidates (0: none)")
+    parser.add_argument("--centroid-bigrams", action="store_true",
+                        help="rebuild the run's centroids with bigrams (a run that held rows out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -85,20 +100,20 @@ def main(argv=None) -> None:
     recorded = metrics_of(args.run)
     plain = recorded if all(key in recorded for key in (*KEYS, "predict_seconds")) else score()
     start = time.perf_counter()
-    if args.neighbours:
+    held_out_fit = args.neighbours or args.tfidf_neighbours or args.centroid_bigrams
+    if held_out_fit:
         held_out, trained = held_out_split(cfg, metrics_of(args.run), len(train_set))
-        if model.neighbours is None:
+        added = add_label_terms(model, train_set, held_out, tokenizer, args)
+        if args.neighbours and model.neighbours is None:
             model.add_neighbours(train_set.input_ids[trained], train_set.labels[trained.numpy()], device,
                                  args.neighbour_dim, args.neighbour_k[0], args.neighbour_temperature[0], cfg.seed,
                                  cfg.eval_batch_size, progress=True)
-        elif len(model.neighbours.vectors) != len(trained):
+        elif model.neighbours is not None and len(model.neighbours.vectors) != len(trained):
             raise SystemExit(f"{args.run} indexes {len(model.neighbours.vectors)} titles, but trained on "
                              f"{len(trained)}")
         rows = unseen_titles(train_set.input_ids, held_out).numpy()
         fitted_on = "training titles held out of training that repeat no other training title"
-        k, temperature, candidates = choose_neighbour_settings(model, train_set, rows, args, cfg, device)
-        added = dict(title_neighbours=True, neighbour_dim=model.neighbours.basis.shape[1], neighbour_k=k,
-                     neighbour_temperature=temperature, neighbour_candidates=candidates)
+        added.update(choose_settings(model, train_set, rows, args, cfg, device))
     else:
         model.add_centroids(train_set.input_ids, train_set.labels)
         rows = np.sort(np.random.default_rng(args.seed).choice(len(train_set), min(args.fit_rows, len(train_set)),
@@ -113,10 +128,11 @@ def main(argv=None) -> None:
                                               if key in ("train_seconds", "train_steps", "processes")})
     # Weights fitted on held-out rows are refitted by a rerun; the others are fixed in the config.
     out_cfg = dataclasses.replace(cfg, out=str(args.out),
-                                  model_args={**cfg.model_args, **added, **({} if args.neighbours else weights)})
+                                  model_args={**cfg.model_args, **added, **({} if held_out_fit else weights)})
     save_run(out_cfg, model, tokenizer, fused, data)
 
-    name = "neighbours" if args.neighbours else "centroid fusion"
+    name = " + ".join(term for term, on in (("neighbours", args.neighbours), ("TF-IDF neighbours", args.tfidf_neighbours),
+                                            ("centroid bigrams", args.centroid_bigrams)) if on) or "centroid fusion"
     print(f"\n{args.run}: weights {weights} fitted on {len(rows)} {fitted_on} ({fit_seconds:.0f} s)")
     print("| model | " + " | ".join(KEYS) + " | predict s |")
     print("|---" * (len(KEYS) + 2) + "|")
@@ -125,34 +141,66 @@ def main(argv=None) -> None:
               + f" | {metrics['predict_seconds']:.1f} |")
 
 
-def choose_neighbour_settings(model, train_set, rows, args, cfg, device) -> tuple[int, float, int]:
-    """The (k, temperature, candidate titles) of the neighbours, of those given, whose fitted mix
-    has the best mean P@1/3/5 on the held-out ``rows``; the model is left with them. Prints each
-    setting's score."""
-    pairs = list(itertools.product(args.neighbour_k, args.neighbour_temperature, args.neighbour_candidates))
-    if len(pairs) == 1:
-        set_neighbour_settings(model, *pairs[0])
-        return pairs[0]
-    scores = {}
-    for pair in pairs:
-        set_neighbour_settings(model, *pair)
+def add_label_terms(model, train_set, held_out, tokenizer, args) -> dict:
+    """Builds ``--centroid-bigrams`` and ``--tfidf-neighbours`` from the training titles less the
+    ``held_out`` rows (what :meth:`SyncXML.create` learns from) and returns their model_args."""
+    kept = np.setdiff1d(np.arange(len(train_set)), held_out.numpy())
+    ids, labels = train_set.input_ids[kept], train_set.labels[kept]
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    added = {}
+    if args.centroid_bigrams:
+        if model.centroids is None:
+            raise SystemExit("--centroid-bigrams rebuilds the centroids of a run trained with centroid_fusion")
+        model.add_centroids(ids, labels, bigrams=True, unknown_id=unknown_id)
+        added.update(centroid_bigrams=True)
+    if args.tfidf_neighbours:
+        model.add_tfidf_neighbours(ids, labels, args.tfidf_k[0], args.tfidf_temperature[0], unknown_id)
+        added.update(tfidf_neighbours=True)
+    return added
+
+
+# A grid setting (its --option, model_args key and model.config key): the index it belongs to,
+# and its attribute on that index (None: an attribute of the model, of the same name).
+SETTINGS = {"neighbour_k": ("neighbours", "k"), "neighbour_temperature": ("neighbours", "temperature"),
+            "neighbour_candidates": ("neighbours", None), "tfidf_k": ("tfidf_neighbours", "k"),
+            "tfidf_temperature": ("tfidf_neighbours", "temperature"), "tfidf_candidates": ("tfidf_neighbours", None)}
+
+
+def choose_settings(model, train_set, rows, args, cfg, device) -> dict:
+    """The settings of the neighbours that this run adds or refits (``--neighbours``,
+    ``--tfidf-neighbours``), of those given, whose fitted mix has the best mean P@1/3/5 on the
+    held-out ``rows``; the model is left with them, and they are returned as model_args. With
+    several, prints each one's score."""
+    chosen = {"neighbours": args.neighbours, "tfidf_neighbours": args.tfidf_neighbours}
+    names = [name for name, (index, _) in SETTINGS.items() if chosen[index]]
+    grid = [dict(zip(names, values)) for values in itertools.product(*(getattr(args, name) for name in names))]
+    scores = []
+    for settings in grid if len(grid) > 1 else []:
+        apply_settings(model, settings)
         weights = model.fit_fusion(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k,
                                    cfg.eval_batch_size, device)
         found = model.predict(train_set.input_ids[rows], cfg.top_k, cfg.eval_batch_size, device, progress=False)
         metrics = evaluate(train_set.labels[rows], found, k=(1, 3, 5))
-        scores[pair] = sum(metrics[f"P@{i}"] for i in (1, 3, 5)) / 3
-        print(f"held-out: k {pair[0]}, temperature {pair[1]}, candidate titles {pair[2]}: mean P@1/3/5 "
-              f"{scores[pair]:.2f}, P@1 {metrics['P@1']:.2f}, weights {weights}", flush=True)
-    best = max(pairs, key=lambda pair: scores[pair])
-    set_neighbour_settings(model, *best)
+        scores.append(sum(metrics[f"P@{i}"] for i in (1, 3, 5)) / 3)
+        print("held-out: " + ", ".join(f"{name} {value}" for name, value in settings.items())
+              + f": mean P@1/3/5 {scores[-1]:.2f}, P@1 {metrics['P@1']:.2f}, weights {weights}", flush=True)
+    best = grid[max(range(len(scores)), key=scores.__getitem__)] if scores else grid[0]
+    apply_settings(model, best)
+    if args.neighbours:
+        best.update(title_neighbours=True, neighbour_dim=model.neighbours.basis.shape[1])
     return best
 
 
-def set_neighbour_settings(model, k: int, temperature: float, candidates: int) -> None:
-    if candidates > k:
-        raise SystemExit(f"--neighbour-candidates {candidates} is more than --neighbour-k {k}")
-    model.neighbours.k, model.neighbours.temperature, model.neighbour_candidates = k, temperature, candidates
-    model.config.update(neighbour_k=k, neighbour_temperature=temperature, neighbour_candidates=candidates)
+def apply_settings(model, settings: dict) -> None:
+    for name, value in settings.items():
+        index, attribute = SETTINGS[name]
+        setattr(model if attribute is None else getattr(model, index), attribute or name, value)
+        model.config[name] = value
+    for index, candidates, k in (("neighbours", "neighbour_candidates", "neighbour_k"),
+                                 ("tfidf_neighbours", "tfidf_candidates", "tfidf_k")):
+        if getattr(model, index) is not None and getattr(model, candidates) > getattr(model, index).k:
+            raise SystemExit(f"--{candidates.replace('_', '-')} {getattr(model, candidates)} is more than "
+                             f"--{k.replace('_', '-')} {getattr(model, index).k}")
 
 
 def metrics_of(run: Path) -> dict:

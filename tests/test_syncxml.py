@@ -17,6 +17,7 @@ from xcops.models.score_fusion import ALPHAS
 from xcops.models.syncxml import (SyncXML, SyncXMLOptions, cluster_table, held_out_rows, label_svd_embeddings,
                                   unseen_titles)
 from xcops.models.tfidf_centroids import TfidfCentroids
+from xcops.models.tfidf_neighbours import TfidfNeighbours
 from xcops.ops.clustering import clusters_to_csr
 from xcops.train import TrainConfig, load_run, load_splits, train
 
@@ -351,11 +352,19 @@ def test_what_create_learns_from_labels_leaves_the_held_out_titles_out(splits):
     assert len(held_out_rows(len(train_set), fixed, seed=CFG.seed)) == 0  # nothing to fit: nothing held out
     shared = held_out_rows(len(train_set), options, seed=CFG.seed, world=3)  # each process steps as often
     assert [int(torch.isin(training_rows(len(train_set), rank, 3), shared).sum()) for rank in range(3)] == [33] * 3
-    model = make_model(train_set, model_args=dict(ARGS, centroid_fusion=True, fusion_rows=100, embed_init="label-svd"))
+    model = make_model(train_set, model_args=dict(ARGS, centroid_fusion=True, fusion_rows=100, embed_init="label-svd",
+                                                  centroid_bigrams=True, tfidf_neighbours=True))
     kept = np.setdiff1d(np.arange(len(train_set)), held.numpy())
     expected = TfidfCentroids.from_training_set(train_set.input_ids[kept], train_set.labels[kept],
-                                                len(train_set.tokenizer), train_set.pad_token_id)
+                                                len(train_set.tokenizer), train_set.pad_token_id, bigrams=True,
+                                                unknown_id=train_set.tokenizer.unk_token_id)
+    assert len(expected.vocabulary.bigrams) > 0
     assert torch.equal(model.centroids.keys, expected.keys) and torch.equal(model.centroids.values, expected.values)
+    index = TfidfNeighbours.build(train_set.input_ids[kept], train_set.labels[kept], len(train_set.tokenizer),
+                                  train_set.pad_token_id, unknown_id=train_set.tokenizer.unk_token_id)
+    assert model.tfidf_neighbours.num_titles == len(kept)
+    for name, buffer in index.state_dict().items():
+        assert torch.equal(model.tfidf_neighbours.state_dict()[name], buffer), name
     everything = TfidfCentroids.from_training_set(train_set.input_ids, train_set.labels, len(train_set.tokenizer),
                                                   train_set.pad_token_id)
     assert not torch.equal(model.centroids.values, everything.values)
@@ -394,16 +403,20 @@ def test_title_neighbours_fit_with_the_centroids_on_held_out_rows_and_round_trip
     out = tmp_path / "neighbours"
     metrics = train(dataclasses.replace(CFG, data=str(data_dir), out=str(out), epochs=4,
                                         model_args=dict(ARGS, centroid_fusion=True, title_neighbours=True,
-                                                        neighbour_dim=16, neighbour_k=5, neighbour_candidates=2)),
+                                                        neighbour_dim=16, neighbour_k=5, neighbour_candidates=2,
+                                                        centroid_bigrams=True, tfidf_neighbours=True, tfidf_k=7,
+                                                        tfidf_candidates=2)),
                     progress=False)
     held = len(train_set) // 5
     assert metrics["fusion_rows"] == held and metrics["neighbour_titles"] == len(train_set) - held
-    assert metrics["fusion_alpha"] in ALPHAS and metrics["neighbour_weight"] in ALPHAS
-    assert metrics["fusion_alpha"] + metrics["neighbour_weight"] <= 1 + 1e-9
+    assert metrics["tfidf_titles"] == len(train_set) - held
+    weights = ("fusion_alpha", "neighbour_weight", "tfidf_weight")
+    assert all(metrics[name] in ALPHAS for name in weights) and sum(metrics[name] for name in weights) <= 1 + 1e-9
     model = load_run(out)[0]
-    assert (model.fusion_alpha, model.neighbour_weight) == (metrics["fusion_alpha"], metrics["neighbour_weight"])
+    assert all(getattr(model, name) == metrics[name] for name in weights)
     assert model.neighbours.vectors.shape == (len(train_set) - held, 16) and model.neighbours.k == 5
-    assert model.neighbour_candidates == 2
+    assert model.neighbour_candidates == 2 and model.tfidf_candidates == 2 and model.tfidf_neighbours.k == 7
+    assert len(model.centroids.vocabulary.bigrams) > 0
     predictions = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
     assert evaluate(test_set.labels, predictions, k=(1,))["P@1"] == pytest.approx(metrics["P@1"], abs=1e-9)
 
@@ -428,7 +441,14 @@ def test_neighbours_added_to_a_trained_model(run, splits):
 
 def test_neighbour_weights_are_validated():
     for bad, match in (({"title_neighbours": True, "ova": True}, "title_neighbours .* ova"),
-                       ({"title_neighbours": True, "centroid_fusion": True, "fusion_alpha": 0.5}, "give both"),
+                       ({"title_neighbours": True, "centroid_fusion": True, "fusion_alpha": 0.5}, "give all"),
+                       ({"tfidf_neighbours": True, "centroid_fusion": True, "title_neighbours": True,
+                         "fusion_alpha": 0.2, "neighbour_weight": 0.2}, r"give all of \['fusion_alpha', 'neig"),
+                       ({"tfidf_neighbours": True, "centroid_fusion": True, "fusion_alpha": 0.5,
+                         "tfidf_weight": 0.6}, "at most 1"),
+                       ({"tfidf_neighbours": True, "ova": True}, "tfidf_neighbours .* ova"),
+                       ({"centroid_bigrams": True}, "centroid_bigrams .* centroid_fusion"),
+                       ({"tfidf_temperature": 0}, "tfidf_temperature"), ({"tfidf_k": 0}, "tfidf_k"),
                        ({"title_neighbours": True, "centroid_fusion": True, "fusion_alpha": 0.6,
                          "neighbour_weight": 0.6}, "at most 1"),
                        ({"neighbour_k": 0}, "neighbour_k"), ({"neighbour_temperature": 0}, "neighbour_temperature")):
@@ -449,7 +469,8 @@ def test_neighbour_candidates_join_the_labels_of_the_nearest_titles(run, splits)
     ids = test_set.input_ids[:40]
     shortlisted, _, _ = model._ranked_candidates(ids, 5)
     model.neighbour_candidates = 3
-    joined, scores, (weights, titles) = model._ranked_candidates(ids, 5)
+    joined, scores, nearest = model._ranked_candidates(ids, 5)
+    weights, titles = nearest["title"]
     for row in range(len(ids)):
         found = set(joined[row][joined[row] >= 0].tolist())
         assert len(found) == int((joined[row] >= 0).sum())  # each label once
@@ -478,4 +499,39 @@ def test_neighbour_candidates_need_the_neighbours():
         SyncXMLOptions.parse({"neighbour_candidates": 3})
     with pytest.raises(ValueError, match=r"neighbour_k \(5\)"):
         SyncXMLOptions.parse({"title_neighbours": True, "neighbour_k": 5, "neighbour_candidates": 6})
+    with pytest.raises(ValueError, match="tfidf_candidates .* tfidf_neighbours"):
+        SyncXMLOptions.parse({"tfidf_candidates": 3})
+    with pytest.raises(ValueError, match=r"tfidf_k \(5\)"):
+        SyncXMLOptions.parse({"tfidf_neighbours": True, "tfidf_k": 5, "tfidf_candidates": 6})
     assert SyncXMLOptions.parse({"title_neighbours": True, "neighbour_candidates": 5}).neighbour_candidates == 5
+
+
+def test_tfidf_neighbours_added_to_a_trained_model_vote_and_join_the_candidates(run, splits):
+    train_set, test_set = splits
+    out, plain = run
+    model = load_run(out)[0]
+    before = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
+    model.add_tfidf_neighbours(train_set.input_ids[200:], train_set.labels[200:], k=10, temperature=0.2,
+                               unknown_id=train_set.tokenizer.unk_token_id)
+    model.tfidf_weight = 0.0  # the votes weigh nothing: the ranking is the model's alone
+    assert torch.equal(model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False), before)
+    ids = test_set.input_ids[:40]
+    shortlisted, _, _ = model._ranked_candidates(ids, 5)
+    model.tfidf_candidates = 3
+    joined, _, nearest = model._ranked_candidates(ids, 5)
+    titles = nearest["tfidf"][1]
+    for row in range(len(ids)):
+        found = set(joined[row][joined[row] >= 0].tolist())
+        near = [int(title) + 200 for title in titles[row, :3] if title >= 0]
+        assert found == set(shortlisted[row][shortlisted[row] >= 0].tolist()) | set(
+            train_set.labels[near].indices.tolist())
+    fitted = model.fit_fusion(train_set.input_ids[:200], train_set.labels[:200], 5, 64, torch.device("cpu"))
+    assert set(fitted) == {"tfidf_weight"} and model.tfidf_weight in ALPHAS
+    # The synthetic labels are keyed on words: the TF-IDF kNN alone ranks about as well as the model.
+    model.tfidf_weight = 1.0
+    votes_only = model.predict(test_set.input_ids, 5, 64, torch.device("cpu"), progress=False)
+    assert evaluate(test_set.labels, votes_only, k=(1,))["P@1"] >= 0.8 * plain["P@1"]
+    copy = SyncXML.from_metadata(model.metadata())
+    copy.load_state_dict(model.state_dict())
+    assert torch.equal(copy.predict(ids, 5, 16, torch.device("cpu"), progress=False),
+                       model.predict(ids, 5, 16, torch.device("cpu"), progress=False))

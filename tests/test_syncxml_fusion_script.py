@@ -1,6 +1,7 @@
 """bench/syncxml_fusion.py: it rebuilds the held-out split of a run as `xcops train` made it, and
-adds the title neighbours to a trained run."""
+adds the title neighbours, the TF-IDF neighbours and the centroid bigrams to a trained run."""
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -10,8 +11,8 @@ import torch
 
 from xcops.data import generate
 from xcops.distributed.training import training_rows
-from xcops.models.syncxml import SyncXMLOptions, held_out_rows
-from xcops.train import TrainConfig, load_run, train
+from xcops.models.syncxml import SyncXML, SyncXMLOptions, held_out_rows
+from xcops.train import TrainConfig, load_run, load_splits, train
 
 PATH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "syncxml_fusion.py"
 ARGS = {"centroid_fusion": True, "fusion_rows": 50}
@@ -56,10 +57,28 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
     script.main([str(tmp_path / "run"), "--neighbours", "--neighbour-k", "5", "--neighbour-temperature", "0.1",
                  "--neighbour-candidates", "0", "2", "--out", str(tmp_path / "fused")])
     printed = capsys.readouterr().out
-    assert "candidate titles 0" in printed and "candidate titles 2" in printed
+    assert "neighbour_candidates 0:" in printed and "neighbour_candidates 2:" in printed
     # The row without the addition is the run's own result, not a second prediction.
     assert f"| run | {trained['P@1']:.2f} |" in printed
     fused_model, _, _ = load_run(tmp_path / "fused")
     assert torch.equal(fused_model.neighbours.vectors, index)
     config = json.loads((tmp_path / "fused" / "config.json").read_text())
     assert config["model_args"]["neighbour_candidates"] == fused_model.neighbour_candidates in (0, 2)
+
+    # The TF-IDF terms are built as `xcops train` would have built them, and their settings fitted;
+    # the run's own title neighbours keep their settings.
+    script.main([str(tmp_path / "run"), "--tfidf-neighbours", "--centroid-bigrams", "--tfidf-k", "4", "--tfidf-candidates",
+                 "0", "3", "--out", str(tmp_path / "tfidf")])
+    printed = capsys.readouterr().out
+    assert "tfidf_candidates 0" in printed and "tfidf_candidates 3" in printed and "neighbour_k" not in printed
+    with_tfidf = dataclasses.replace(cfg, model_args=dict(model_args, tfidf_neighbours=True, tfidf_k=4,
+                                                          centroid_bigrams=True))
+    expected = SyncXML.create(with_tfidf, load_splits(with_tfidf, data)[0])
+    tfidf_model = load_run(tmp_path / "tfidf")[0]
+    for part in ("centroids", "tfidf_neighbours"):
+        for name, buffer in getattr(expected, part).state_dict().items():
+            assert torch.equal(getattr(tfidf_model, part).state_dict()[name], buffer), (part, name)
+    config = json.loads((tmp_path / "tfidf" / "config.json").read_text())["model_args"]
+    assert config["tfidf_neighbours"] and config["centroid_bigrams"] and config["tfidf_k"] == 4
+    assert config["tfidf_candidates"] == tfidf_model.tfidf_candidates in (0, 3) and config["neighbour_k"] == 5
+    assert torch.equal(tfidf_model.neighbours.vectors, index)

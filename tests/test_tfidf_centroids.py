@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from xcops.models.label_features import pifa, row_normalize, token_counts
+from tfidf_reference import dense_tfidf
 from xcops.models.score_fusion import ALPHAS, fit_alpha
 from xcops.models.tfidf_centroids import TfidfCentroids
 
@@ -19,28 +19,32 @@ def random_set(rng, rows, vocab, num_labels, length=7):
     return ids, sp.csr_matrix(dense.astype(np.float32))
 
 
-def dense_cosines(train_ids, labels, vocab, queries, candidates):
-    counts = token_counts(train_ids, vocab, 0)
-    df = np.bincount(counts.indices, minlength=vocab)
-    idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)).astype(np.float32)
-    centroids = pifa(labels, row_normalize(counts @ sp.diags(idf))).toarray()
-    query = row_normalize(token_counts(queries, vocab, 0) @ sp.diags(idf)).toarray()
+def dense_cosines(train_ids, labels, vocab, queries, candidates, bigrams=False, unknown_id=None):
+    train, query = dense_tfidf(train_ids, queries, vocab, bigrams, unknown_id)
+    centroids = labels.T.toarray() @ train
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     full = query @ centroids.T
     expected = np.take_along_axis(full, np.maximum(candidates.numpy(), 0), 1)
     return np.where(candidates.numpy() < 0, 0.0, expected)
 
 
+@pytest.mark.parametrize("bigrams, unknown_id", [(False, None), (True, None), (True, 1)])
 @pytest.mark.parametrize("rows, vocab, num_labels, batch, width", [(1, 5, 1, 1, 1), (40, 30, 7, 9, 7),
                                                                    (129, 200, 50, 17, 12)])
-def test_cosines_match_the_dense_computation(rows, vocab, num_labels, batch, width):
+def test_cosines_match_the_dense_computation(rows, vocab, num_labels, batch, width, bigrams, unknown_id):
     rng = np.random.default_rng(rows + vocab)
     train_ids, labels = random_set(rng, rows, vocab, num_labels)
+    phrase = torch.tensor([2, 3, 4])  # in every other title: two bigrams held by two or more titles
+    train_ids[::2, 1:4] = phrase
     # Test titles may hold ids that no training title has (idf > 0, no centroid weight).
     queries = torch.from_numpy(rng.integers(0, vocab, (batch, 9)))
+    queries[:, 2:5] = phrase
     candidates = torch.from_numpy(rng.integers(-1, num_labels, (batch, width)))
-    module = TfidfCentroids.from_training_set(train_ids, labels, vocab, pad_id=0)
+    module = TfidfCentroids.from_training_set(train_ids, labels, vocab, pad_id=0, bigrams=bigrams,
+                                              unknown_id=unknown_id)
+    assert (len(module.vocabulary.bigrams) >= 2) == (bigrams and rows >= 3)
     got = module(queries, candidates)
-    expected = dense_cosines(train_ids, labels, vocab, queries, candidates)
+    expected = dense_cosines(train_ids, labels, vocab, queries, candidates, bigrams, unknown_id)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
     assert got.dtype == torch.float32 and got.shape == candidates.shape
 
@@ -57,8 +61,9 @@ def test_titles_of_padding_only_and_empty_batches_score_zero():
 def test_a_copy_loaded_from_its_state_dict_scores_alike():
     rng = np.random.default_rng(1)
     train_ids, labels = random_set(rng, 30, 20, 6)
-    module = TfidfCentroids.from_training_set(train_ids, labels, 20, pad_id=0)
-    copy = TfidfCentroids(20, module.keys.numel(), pad_id=0)
+    train_ids[::2, 2:4] = torch.tensor([2, 3])
+    module = TfidfCentroids.from_training_set(train_ids, labels, 20, pad_id=0, bigrams=True)
+    copy = TfidfCentroids(20, module.keys.numel(), pad_id=0, num_bigrams=len(module.vocabulary.bigrams))
     copy.load_state_dict(module.state_dict())
     queries, candidates = train_ids[:5], torch.arange(6).expand(5, -1)
     assert torch.equal(copy(queries, candidates), module(queries, candidates))

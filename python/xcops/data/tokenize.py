@@ -29,7 +29,8 @@ class SimpleTokenizer:
         self.words = list(self.SPECIALS) + list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
         self.stopwords = frozenset(stopwords)
-        self.pad_token_id = self.PAD  # the attribute name transformers tokenizers use
+        self.pad_token_id = self.PAD  # the attribute names transformers tokenizers use
+        self.unk_token_id = self.UNK
 
     @classmethod
     def fit(cls, texts: Iterable[str], min_count: int = 1, max_size: int | None = None,

@@ -50,6 +50,7 @@ from .label_features import label_features, pifa_svd
 from .options import is_integer, is_number
 from .score_fusion import fit_weights, mixed_scores, relevant, union_candidates
 from .tfidf_centroids import TfidfCentroids
+from .tfidf_neighbours import TfidfNeighbours
 from .title_neighbours import TitleNeighbours
 
 
@@ -84,6 +85,12 @@ _RULES = {
     "neighbour_dim": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "neighbour_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "neighbour_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
+    "centroid_bigrams": (lambda v: isinstance(v, bool), "true or false"),
+    "tfidf_neighbours": (lambda v: isinstance(v, bool), "true or false"),
+    "tfidf_weight": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
+    "tfidf_k": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "tfidf_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "tfidf_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -119,6 +126,12 @@ class SyncXMLOptions:
     neighbour_dim: int = 128  # principal directions of the query vectors that the kNN searches
     neighbour_temperature: float = 0.1  # of the softmax over the neighbours' cosines
     neighbour_candidates: int = 0  # nearest training titles whose labels join the shortlist's candidates
+    centroid_bigrams: bool = False  # the centroids' TF-IDF also holds bigrams seen in two or more titles
+    tfidf_neighbours: bool = False  # also mix in the votes of the nearest training titles by TF-IDF cosine
+    tfidf_weight: Optional[float] = None  # their weight in the mix; None: fitted with the others
+    tfidf_k: int = 50  # training titles that vote
+    tfidf_temperature: float = 0.2  # of the softmax over their cosines
+    tfidf_candidates: int = 0  # nearest of them whose labels join the shortlist's candidates
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -134,31 +147,41 @@ class SyncXMLOptions:
             if not check(value):
                 raise ValueError(f"syncxml model_args[{key!r}] must be {expected}, got {value!r}")
         options = cls(**model_args)
-        if options.centroid_fusion and options.title_neighbours and (
-                (options.fusion_alpha is None) != (options.neighbour_weight is None)
-                or (options.fusion_alpha or 0) + (options.neighbour_weight or 0) > 1):
-            raise ValueError("syncxml model_args: with both centroid_fusion and title_neighbours, give both "
-                             "fusion_alpha and neighbour_weight (summing to at most 1) or neither (fitted), got "
-                             f"{options.fusion_alpha!r} and {options.neighbour_weight!r}")
-        if options.ova and (options.centroid_fusion or options.title_neighbours):
-            raise ValueError("syncxml model_args: centroid_fusion and title_neighbours mix into the shortlist "
-                             "ranking, which ova (one-vs-all) does not have; drop them or ova")
-        if options.neighbour_candidates and (not options.title_neighbours
-                                             or options.neighbour_candidates > options.neighbour_k):
-            raise ValueError("syncxml model_args: neighbour_candidates takes the labels of that many of the "
-                             f"neighbour_k ({options.neighbour_k}) nearest titles, so it needs title_neighbours "
-                             f"and at most neighbour_k, got {options.neighbour_candidates!r} with "
-                             f"title_neighbours={options.title_neighbours!r}")
+        weights = options.mix_weights
+        if len(weights) > 1 and (len({value is None for value in weights.values()}) > 1
+                                 or sum(value or 0 for value in weights.values()) > 1):
+            raise ValueError(f"syncxml model_args: with {len(weights)} terms in the mix, give all of "
+                             f"{sorted(weights)} (summing to at most 1) or none (fitted), got {weights}")
+        mixed = [name for name in ("centroid_fusion", "title_neighbours", "tfidf_neighbours") if getattr(options, name)]
+        if options.ova and mixed:
+            raise ValueError(f"syncxml model_args: {' and '.join(mixed)} mix into the shortlist ranking, which ova "
+                             "(one-vs-all) does not have; drop them or ova")
+        for candidates, switch, k in (("neighbour_candidates", "title_neighbours", "neighbour_k"),
+                                      ("tfidf_candidates", "tfidf_neighbours", "tfidf_k")):
+            if getattr(options, candidates) and (not getattr(options, switch)
+                                                 or getattr(options, candidates) > getattr(options, k)):
+                raise ValueError(f"syncxml model_args: {candidates} takes the labels of that many of the {k} "
+                                 f"({getattr(options, k)}) nearest titles, so it needs {switch} and at most {k}, "
+                                 f"got {getattr(options, candidates)!r} with {switch}={getattr(options, switch)!r}")
+        if options.centroid_bigrams and not options.centroid_fusion:
+            raise ValueError("syncxml model_args: centroid_bigrams changes the centroids of centroid_fusion, "
+                             "which is off; set centroid_fusion too")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
         return options
 
     @property
+    def mix_weights(self) -> dict:
+        """The weight (None: to be fitted) of each term that the score mix has besides the model's."""
+        terms = (("fusion_alpha", self.centroid_fusion), ("neighbour_weight", self.title_neighbours),
+                 ("tfidf_weight", self.tfidf_neighbours))
+        return {name: getattr(self, name) for name, on in terms if on}
+
+    @property
     def fits_mix(self) -> bool:
         """Whether a weight of the score mix is left to be fitted on held-out titles."""
-        return ((self.centroid_fusion and self.fusion_alpha is None)
-                or (self.title_neighbours and self.neighbour_weight is None))
+        return any(value is None for value in self.mix_weights.values())
 
 
 def cluster_table(assign: torch.Tensor, num_clusters: int) -> torch.Tensor:
@@ -193,7 +216,9 @@ class SyncXML(XCModel):
                  ova: bool = False, word_dropout: float = 0.0, centroid_nonzeros: Optional[int] = None,
                  fusion_alpha: float = 0.5, neighbour_titles: Optional[int] = None, neighbour_pairs: int = 0,
                  neighbour_dim: int = 128, neighbour_k: int = 20, neighbour_temperature: float = 0.1,
-                 neighbour_weight: float = 0.0, neighbour_candidates: int = 0):
+                 neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigrams: int = 0,
+                 tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
+                 tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -211,12 +236,17 @@ class SyncXML(XCModel):
         self.ova = ova
         self.word_dropout = word_dropout
         # With centroids or neighbours, inference ranks by a log-linear mix of the scores (fit_fusion).
-        self.centroids = None if centroid_nonzeros is None else TfidfCentroids(vocab_size, centroid_nonzeros, pad_id)
+        self.centroids = None if centroid_nonzeros is None else TfidfCentroids(vocab_size, centroid_nonzeros, pad_id,
+                                                                               centroid_bigrams)
         self.neighbours = None if neighbour_titles is None else TitleNeighbours(
             dim, neighbour_dim, neighbour_titles, neighbour_pairs, num_labels, neighbour_k, neighbour_temperature)
+        self.tfidf_neighbours = None if tfidf_titles is None else TfidfNeighbours(
+            vocab_size, tfidf_titles, tfidf_postings, tfidf_pairs, num_labels, tfidf_k, tfidf_temperature, pad_id)
         self.fusion_alpha = fusion_alpha
         self.neighbour_weight = neighbour_weight
+        self.tfidf_weight = tfidf_weight
         self.neighbour_candidates = neighbour_candidates
+        self.tfidf_candidates = tfidf_candidates
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, num_clusters=num_clusters,
                            cluster_width=cluster_width, seq_len=seq_len, pad_id=pad_id, embed_dim=embed_dim,
                            num_filters=num_filters, dropout=dropout, top_clusters=top_clusters,
@@ -225,7 +255,9 @@ class SyncXML(XCModel):
                            centroid_nonzeros=centroid_nonzeros, neighbour_titles=neighbour_titles,
                            neighbour_pairs=neighbour_pairs, neighbour_dim=neighbour_dim, neighbour_k=neighbour_k,
                            neighbour_temperature=neighbour_temperature,
-                           neighbour_candidates=neighbour_candidates)
+                           neighbour_candidates=neighbour_candidates, centroid_bigrams=centroid_bigrams,
+                           tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
+                           tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -271,26 +303,45 @@ class SyncXML(XCModel):
                     train_set.pad_token_id, embed_dim, options.num_filters, options.dropout,
                     options.top_clusters, cfg.fused, embeddings, options.meta_dropout, options.extreme_dropout,
                     options.predict_clusters, options.ova, options.word_dropout,
-                    neighbour_candidates=options.neighbour_candidates)
+                    neighbour_candidates=options.neighbour_candidates, tfidf_candidates=options.tfidf_candidates)
         # Until fit_fusion fits them, the mix is even over its terms.
-        even = 1 / (1 + options.centroid_fusion + options.title_neighbours)
-        model.fusion_alpha = even if options.fusion_alpha is None else options.fusion_alpha
-        model.neighbour_weight = even if options.neighbour_weight is None else options.neighbour_weight
+        even = 1 / (1 + len(options.mix_weights))
+        for name, value in options.mix_weights.items():
+            setattr(model, name, even if value is None else value)
         model.label_cluster.copy_(assign)
         model.cluster_labels.copy_(table)
+        unknown_id = getattr(train_set.tokenizer, "unk_token_id", None)
         if options.centroid_fusion:
-            model.add_centroids(input_ids, labels)
+            model.add_centroids(input_ids, labels, options.centroid_bigrams, unknown_id)
+        if options.tfidf_neighbours:
+            model.add_tfidf_neighbours(input_ids, labels, options.tfidf_k, options.tfidf_temperature, unknown_id)
         model.init_biases(labels)
         return model
 
-    def add_centroids(self, input_ids: torch.Tensor, labels) -> None:
+    def add_centroids(self, input_ids: torch.Tensor, labels, bigrams: bool = False,
+                      unknown_id: Optional[int] = None) -> None:
         """Builds the TF-IDF label centroids of the training titles ``input_ids`` (this model's
         tokenizer) with ``labels`` (scipy sparse ``[N, L]``), so that inference mixes them in at
-        ``fusion_alpha`` (see :meth:`fit_fusion`). Also adds them to a model trained without them."""
+        ``fusion_alpha`` (see :meth:`fit_fusion`). Also adds them to a model trained without them.
+        ``bigrams``: also on the bigrams of two or more titles; ``unknown_id``: the tokenizer's id
+        of unknown words, which gets no weight."""
         centroids = TfidfCentroids.from_training_set(input_ids, labels, self.config["vocab_size"],
-                                                     self.encoder.pad_id)
+                                                     self.encoder.pad_id, bigrams, unknown_id)
         self.centroids = centroids.to(self.label_cluster.device)
-        self.config["centroid_nonzeros"] = centroids.keys.numel()
+        self.config.update(centroid_nonzeros=centroids.keys.numel(),
+                           centroid_bigrams=len(centroids.vocabulary.bigrams))
+
+    def add_tfidf_neighbours(self, input_ids: torch.Tensor, labels, k: int = 50, temperature: float = 0.2,
+                             unknown_id: Optional[int] = None) -> None:
+        """Indexes the training titles ``input_ids`` (with ``labels``, scipy sparse ``[N, L]``) by
+        TF-IDF, so that inference mixes in the label votes of each title's ``k`` nearest at
+        ``tfidf_weight`` (see :class:`xcops.models.tfidf_neighbours.TfidfNeighbours`). Needs no
+        trained encoder, so :meth:`create` builds it; also adds it to a trained model."""
+        index = TfidfNeighbours.build(input_ids, labels, self.config["vocab_size"], self.encoder.pad_id, k,
+                                      temperature, unknown_id)
+        self.tfidf_neighbours = index.to(self.label_cluster.device)
+        self.config.update(tfidf_titles=index.num_titles, tfidf_postings=index.posting_titles.numel(),
+                           tfidf_pairs=index.keys.numel(), tfidf_k=k, tfidf_temperature=temperature)
 
     @torch.no_grad()
     def add_neighbours(self, input_ids: torch.Tensor, labels, device, dim: int = 128, k: int = 20,
@@ -331,7 +382,9 @@ class SyncXML(XCModel):
         self.extreme.bias.fill_(math.log(rate / (1 - rate)))
 
     def metadata(self) -> dict:
-        return dict(self.config, fusion_alpha=self.fusion_alpha, neighbour_weight=self.neighbour_weight)
+        return dict(self.config, fusion_alpha=self.fusion_alpha, neighbour_weight=self.neighbour_weight,
+                    tfidf_weight=self.tfidf_weight, neighbour_candidates=self.neighbour_candidates,
+                    tfidf_candidates=self.tfidf_candidates)
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "SyncXML":
@@ -442,20 +495,29 @@ class SyncXML(XCModel):
             stats.update(fusion_alpha=self.fusion_alpha)
         if self.neighbours is not None:
             stats.update(neighbour_weight=self.neighbour_weight, neighbour_titles=len(self.neighbours.vectors))
-        if self.centroids is not None or self.neighbours is not None:
+        if self.tfidf_neighbours is not None:
+            stats.update(tfidf_weight=self.tfidf_weight, tfidf_titles=self.tfidf_neighbours.num_titles)
+        if self.mixes:
             stats.update(fusion_rows=len(held_out))
         return stats
+
+    @property
+    def mixes(self) -> bool:
+        """Whether inference ranks by the mix of the model's score with others (:meth:`fit_fusion`)."""
+        return len(self._mix_names()) > 1
 
     @torch.no_grad()
     def fit_fusion(self, input_ids: torch.Tensor, labels, k: int, batch_size: int, device) -> dict:
         """Fits the weights of the log-linear mix (``fusion_alpha`` for the centroids,
-        ``neighbour_weight`` for the title neighbours, the rest for the model's own score) as the
+        ``neighbour_weight`` for the title neighbours, ``tfidf_weight`` for the TF-IDF neighbours,
+        the rest for the model's own score) as the
         point of :func:`xcops.models.score_fusion.weight_grid` with the best mean P@1/3/5 on
         these rows (``labels``: scipy sparse ``[N, L]``), and returns them by name. In a
         distributed run every rank passes its own rows, about as many as the others, and all of
         them get the weights that are best over all."""
-        if self.centroids is None and self.neighbours is None:
-            raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion or title_neighbours")
+        if not self.mixes:
+            raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion, title_neighbours or "
+                             "tfidf_neighbours")
         was_training = self.training
         self.eval()
         parts = []
@@ -473,9 +535,10 @@ class SyncXML(XCModel):
                         len(self.label_cluster))
         weights = fit_weights(terms, candidates, hits, _sum_over_ranks if _world_size() > 1 else None)
         fitted = dict(zip(self._mix_names(), weights))
-        self.fusion_alpha = fitted.get("fusion_alpha", self.fusion_alpha)
-        self.neighbour_weight = fitted.get("neighbour_weight", self.neighbour_weight)
-        return {name: value for name, value in fitted.items() if name != "model"}
+        fitted.pop("model")
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        return fitted
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
@@ -483,8 +546,9 @@ class SyncXML(XCModel):
 
         The extreme head ranks each row's shortlist (the labels of its ``predict_clusters``
         best meta clusters) with ``shortlist_topk``, keeping ``max(4k, 50)`` candidates (and the
-        labels of the ``neighbour_candidates`` nearest training titles), which the meta
-        probabilities then reorder, or the fitted mix with the centroids and neighbours ranks.
+        labels of the ``neighbour_candidates`` and ``tfidf_candidates`` nearest training titles),
+        which the meta probabilities then reorder, or the fitted mix with the centroids and
+        neighbours ranks.
         One-vs-all ranks all labels with ``dense_topk``.
         """
         was_training = self.training
@@ -503,7 +567,7 @@ class SyncXML(XCModel):
             values, labels = self.extreme.topk(head, min(k, len(self.label_cluster)))
             return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
         candidates, scores, nearest = self._ranked_candidates(ids, k)
-        if self.centroids is not None or self.neighbours is not None:
+        if self.mixes:
             weights = [getattr(self, name) for name in self._mix_names()[:-1]]
             scores = mixed_scores([*weights, 1 - sum(weights)], self._mix_terms(ids, nearest, candidates, scores),
                                   candidates)
@@ -512,25 +576,31 @@ class SyncXML(XCModel):
         labels = candidates.gather(1, slots).masked_fill(values == float("-inf"), -1)
         return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
 
-    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, Optional[tuple]]:
+    def _ranked_candidates(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """``(labels, scores, nearest)``: the extreme head's best ``C = max(4k, 50)`` labels of
         each row's shortlist (-1 pads), by ``shortlist_topk``, joined by the labels of the
-        ``neighbour_candidates`` nearest training titles when set, and their ``sigmoid(extreme
-        logit) * meta probability of the label's cluster``, both ``[B, C']``; and the title
-        neighbours' :meth:`~xcops.models.title_neighbours.TitleNeighbours.nearest` (None
-        without them)."""
+        ``neighbour_candidates`` nearest training titles in the model's space and of the
+        ``tfidf_candidates`` nearest by TF-IDF when set, and their ``sigmoid(extreme logit) *
+        meta probability of the label's cluster``, both ``[B, C']``; and the ``nearest(...)``
+        of the title neighbours (key ``"title"``) and of the TF-IDF neighbours (``"tfidf"``),
+        each when the model has them."""
         query = self.encoder(ids)
         head = self.extreme_hidden(query).float()
         meta_prob = self.meta(self.meta_hidden(query)).float().sigmoid()
         clusters = meta_prob.topk(self.predict_clusters, dim=1).indices
         shortlist = self.cluster_labels[clusters].flatten(1)
         logits, labels = self.extreme.topk(head, min(max(4 * k, 50), shortlist.shape[1]), shortlist)
-        indexed = self.neighbours is not None and len(self.neighbours.vectors) > 0
-        nearest = self.neighbours.nearest(query) if indexed else None
-        if nearest is not None and self.neighbour_candidates:
-            # The shortlist misses a third of the test positives on yso-finna-en (bench/RESULTS.md);
-            # the neighbours' labels need no meta cluster to be found.
-            joined = union_candidates(labels, self.neighbours.labels_of(nearest[1][:, : self.neighbour_candidates]))
+        nearest, joined = {}, labels
+        for name, index, searched, count in (("title", self.neighbours, query, self.neighbour_candidates),
+                                             ("tfidf", self.tfidf_neighbours, ids, self.tfidf_candidates)):
+            if index is None or index.num_titles == 0:
+                continue
+            nearest[name] = index.nearest(searched)
+            if count:
+                # The shortlist misses a third of the test positives on yso-finna-en (bench/RESULTS.md);
+                # the neighbours' labels need no meta cluster to be found.
+                joined = union_candidates(joined, index.labels_of(nearest[name][1][:, :count]))
+        if joined is not labels:
             joined = joined.sort(dim=1, descending=True).values
             labels = joined[:, : int((joined >= 0).sum(1).max())]
             logits = self.extreme(head, labels).masked_fill(labels < 0, float("-inf"))
@@ -540,21 +610,24 @@ class SyncXML(XCModel):
     def _mix_names(self) -> list[str]:
         """The weights of the mix, in the order of :meth:`_mix_terms`."""
         return ((["fusion_alpha"] if self.centroids is not None else [])
-                + (["neighbour_weight"] if self.neighbours is not None else []) + ["model"])
+                + (["neighbour_weight"] if self.neighbours is not None else [])
+                + (["tfidf_weight"] if self.tfidf_neighbours is not None else []) + ["model"])
 
-    def _mix_terms(self, ids: torch.Tensor, nearest: Optional[tuple], candidates: torch.Tensor,
+    def _mix_terms(self, ids: torch.Tensor, nearest: dict, candidates: torch.Tensor,
                    scores: torch.Tensor) -> list[torch.Tensor]:
         """The logs of the candidates' scores that the mix weighs: the centroid cosine, the
-        neighbours' vote (each when the model has them) and the model's score. A candidate
-        sharing no word with its label's centroid, or carried by no neighbour, scores 0: the
-        floors keep its log finite, below that of any candidate that scores."""
+        votes of the title neighbours and of the TF-IDF neighbours (each when the model has
+        them) and the model's score. A candidate sharing no word with its label's centroid, or
+        carried by no neighbour, scores 0: the floors keep its log finite, below that of any
+        candidate that scores."""
         terms = []
         if self.centroids is not None:
             terms.append(self.centroids(ids, candidates).clamp_min(CENTROID_FLOOR).log())
-        if self.neighbours is not None:
-            votes = (torch.zeros(candidates.shape, device=candidates.device) if nearest is None
-                     else self.neighbours.votes(nearest, candidates))
-            terms.append(votes.clamp_min(VOTE_FLOOR).log())
+        for name, index in (("title", self.neighbours), ("tfidf", self.tfidf_neighbours)):
+            if index is not None:
+                votes = (index.votes(nearest[name], candidates) if name in nearest
+                         else torch.zeros(candidates.shape, device=candidates.device))
+                terms.append(votes.clamp_min(VOTE_FLOOR).log())
         return [*terms, scores.float().clamp_min(SCORE_FLOOR).log()]
 
 

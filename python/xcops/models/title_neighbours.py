@@ -68,6 +68,10 @@ class TitleNeighbours(LabelVotes):
         module.set_labels(labels)
         return module
 
+    @property
+    def num_titles(self) -> int:
+        return len(self.vectors)
+
     def project(self, queries: torch.Tensor) -> torch.Tensor:
         return F.normalize((queries.float() - self.mean) @ self.basis, dim=1)
 
