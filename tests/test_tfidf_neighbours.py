@@ -57,6 +57,16 @@ def test_nearest_and_votes_match_a_brute_force_knn(num_titles, vocab, k, unknown
     np.testing.assert_allclose(module(queries, candidates).numpy(), expected_votes, atol=1e-5)
 
 
+def test_ties_at_the_kth_cosine_go_to_the_lowest_rows():
+    # Ten identical titles tie; the three kept must be the first three, whatever the product's order.
+    train_ids = torch.tensor([[2, 3, 0]] * 10 + [[2, 4, 0], [5, 6, 0]])
+    labels = sp.csr_matrix(np.eye(12, 4, dtype=np.float32))
+    module = TfidfNeighbours.build(train_ids, labels, 8, pad_id=0, k=3)
+    weights, titles = module.nearest(torch.tensor([[2, 3, 0], [4, 2, 0], [7, 0, 0]]))
+    assert titles[0].tolist() == [0, 1, 2] and torch.allclose(weights[0], torch.full((3,), 1 / 3))
+    assert titles[1, 0] == 10 and titles[2].tolist() == [-1, -1, -1] and bool((weights[2] == 0).all())
+
+
 def test_labels_of_missing_neighbours_are_padding():
     rng = np.random.default_rng(3)
     train_ids, labels = random_set(rng, 20, 10, 6)

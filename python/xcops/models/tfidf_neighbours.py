@@ -76,6 +76,7 @@ class TfidfNeighbours(LabelVotes):
         title, and the softmax of their cosines over ``temperature`` (0 at -1)."""
         queries = self.vocabulary.tfidf(input_ids)
         cosines = (queries @ self.postings()).tocsr()
+        cosines.sort_indices()  # so that ties go to the lower row, whatever the product's order
         k = min(self.k, self.num_titles)
         best = np.zeros((len(input_ids), k), np.float32)
         titles = np.full((len(input_ids), k), -1, np.int64)
@@ -83,7 +84,11 @@ class TfidfNeighbours(LabelVotes):
             start, end = cosines.indptr[row], cosines.indptr[row + 1]
             values, columns = cosines.data[start:end], cosines.indices[start:end]
             if len(values) > k:
-                keep = np.argpartition(-values, k - 1)[:k]
+                # The k-th best cosine; of the titles at it, the lowest rows (columns ascend).
+                threshold = -np.partition(-values, k - 1)[k - 1]
+                above = np.flatnonzero(values > threshold)
+                tied = np.flatnonzero(values == threshold)[: k - len(above)]
+                keep = np.concatenate([above, tied])
                 values, columns = values[keep], columns[keep]
             order = np.lexsort((columns, -values))
             best[row, : len(order)], titles[row, : len(order)] = values[order], columns[order]
