@@ -20,11 +20,13 @@ that repeat no other training title, as ``xcops train`` does after the same trai
 ``--neighbour-k``, ``--neighbour-temperature`` or ``--neighbour-candidates`` values are each
 fitted, and the best on the held-out titles is kept.
 
-``--tfidf-neighbours`` (the TF-IDF kNN, :class:`xcops.models.tfidf_neighbours.TfidfNeighbours`)
-and ``--centroid-bigrams`` (centroids rebuilt with bigrams) need the same held-out split. Both
+``--tfidf-neighbours`` (the TF-IDF kNN, :class:`xcops.models.tfidf_neighbours.TfidfNeighbours`),
+``--centroid-bigrams`` (centroids rebuilt with bigrams) and ``--centroid-candidates`` need the
+same held-out split. Both
 are built from the training titles less the held-out ones, as :meth:`SyncXML.create` builds
 them with ``"tfidf_neighbours": true`` or ``"centroid_bigrams": true``; their settings
-(``--tfidf-k``, ``--tfidf-temperature``, ``--tfidf-candidates``) join the same grid.
+(``--tfidf-k``, ``--tfidf-temperature``, ``--tfidf-candidates``, ``--centroid-candidates``) join
+the same grid.
 
 Prints P@1/3/5 and PSP@1/3/5 on the whole test split without (the run's own metrics.json when it
 has them) and with the addition, and writes
@@ -77,6 +79,8 @@ def main(argv=None) -> None:
                         help="nearest titles by TF-IDF whose labels join the candidates (0: none)")
     parser.add_argument("--centroid-bigrams", action="store_true",
                         help="rebuild the run's centroids with bigrams (a run that held rows out)")
+    parser.add_argument("--centroid-candidates", type=int, nargs="+",
+                        help="labels of the nearest centroids that join the candidates (a run that held rows out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -100,7 +104,8 @@ def main(argv=None) -> None:
     recorded = metrics_of(args.run)
     plain = recorded if all(key in recorded for key in (*KEYS, "predict_seconds")) else score()
     start = time.perf_counter()
-    held_out_fit = args.neighbours or args.tfidf_neighbours or args.centroid_bigrams
+    held_out_fit = (args.neighbours or args.tfidf_neighbours or args.centroid_bigrams
+                    or args.centroid_candidates is not None)
     if held_out_fit:
         held_out, trained = held_out_split(cfg, metrics_of(args.run), len(train_set))
         added = add_label_terms(model, train_set, held_out, tokenizer, args)
@@ -163,15 +168,17 @@ def add_label_terms(model, train_set, held_out, tokenizer, args) -> dict:
 # and its attribute on that index (None: an attribute of the model, of the same name).
 SETTINGS = {"neighbour_k": ("neighbours", "k"), "neighbour_temperature": ("neighbours", "temperature"),
             "neighbour_candidates": ("neighbours", None), "tfidf_k": ("tfidf_neighbours", "k"),
-            "tfidf_temperature": ("tfidf_neighbours", "temperature"), "tfidf_candidates": ("tfidf_neighbours", None)}
+            "tfidf_temperature": ("tfidf_neighbours", "temperature"), "tfidf_candidates": ("tfidf_neighbours", None),
+            "centroid_candidates": ("centroids", None)}
 
 
 def choose_settings(model, train_set, rows, args, cfg, device) -> dict:
     """The settings of the neighbours that this run adds or refits (``--neighbours``,
-    ``--tfidf-neighbours``), of those given, whose fitted mix has the best mean P@1/3/5 on the
+    ``--tfidf-neighbours``) and the ``--centroid-candidates``, of those given, whose fitted mix has the best mean P@1/3/5 on the
     held-out ``rows``; the model is left with them, and they are returned as model_args. With
     several, prints each one's score."""
-    chosen = {"neighbours": args.neighbours, "tfidf_neighbours": args.tfidf_neighbours}
+    chosen = {"neighbours": args.neighbours, "tfidf_neighbours": args.tfidf_neighbours,
+              "centroids": args.centroid_candidates is not None}
     names = [name for name, (index, _) in SETTINGS.items() if chosen[index]]
     grid = [dict(zip(names, values)) for values in itertools.product(*(getattr(args, name) for name in names))]
     scores = []

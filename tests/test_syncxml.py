@@ -448,6 +448,7 @@ def test_neighbour_weights_are_validated():
                          "tfidf_weight": 0.6}, "at most 1"),
                        ({"tfidf_neighbours": True, "ova": True}, "tfidf_neighbours .* ova"),
                        ({"centroid_bigrams": True}, "centroid_bigrams .* centroid_fusion"),
+                       ({"centroid_candidates": 4}, "centroid_candidates .* centroid_fusion"),
                        ({"tfidf_temperature": 0}, "tfidf_temperature"), ({"tfidf_k": 0}, "tfidf_k"),
                        ({"title_neighbours": True, "centroid_fusion": True, "fusion_alpha": 0.6,
                          "neighbour_weight": 0.6}, "at most 1"),
@@ -535,3 +536,11 @@ def test_tfidf_neighbours_added_to_a_trained_model_vote_and_join_the_candidates(
     copy.load_state_dict(model.state_dict())
     assert torch.equal(copy.predict(ids, 5, 16, torch.device("cpu"), progress=False),
                        model.predict(ids, 5, 16, torch.device("cpu"), progress=False))
+    # The labels of the nearest centroids over all labels join the candidates too.
+    model.add_centroids(train_set.input_ids[200:], train_set.labels[200:], bigrams=True)
+    model.tfidf_candidates, model.centroid_candidates = 0, 4
+    with_centroids, _, _ = model._ranked_candidates(ids, 5)
+    top = model.centroids.top_labels(ids, 4)
+    for row in range(len(ids)):
+        assert set(with_centroids[row][with_centroids[row] >= 0].tolist()) == set(
+            shortlisted[row][shortlisted[row] >= 0].tolist()) | set(top[row][top[row] >= 0].tolist())

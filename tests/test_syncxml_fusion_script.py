@@ -68,9 +68,9 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
     # The TF-IDF terms are built as `xcops train` would have built them, and their settings fitted;
     # the run's own title neighbours keep their settings.
     script.main([str(tmp_path / "run"), "--tfidf-neighbours", "--centroid-bigrams", "--tfidf-k", "4", "--tfidf-candidates",
-                 "0", "3", "--out", str(tmp_path / "tfidf")])
+                 "0", "3", "--centroid-candidates", "0", "2", "--out", str(tmp_path / "tfidf")])
     printed = capsys.readouterr().out
-    assert "tfidf_candidates 0" in printed and "tfidf_candidates 3" in printed and "neighbour_k" not in printed
+    assert "tfidf_candidates 3, centroid_candidates 2:" in printed and "neighbour_k" not in printed
     with_tfidf = dataclasses.replace(cfg, model_args=dict(model_args, tfidf_neighbours=True, tfidf_k=4,
                                                           centroid_bigrams=True))
     expected = SyncXML.create(with_tfidf, load_splits(with_tfidf, data)[0])
@@ -81,4 +81,5 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
     config = json.loads((tmp_path / "tfidf" / "config.json").read_text())["model_args"]
     assert config["tfidf_neighbours"] and config["centroid_bigrams"] and config["tfidf_k"] == 4
     assert config["tfidf_candidates"] == tfidf_model.tfidf_candidates in (0, 3) and config["neighbour_k"] == 5
+    assert config["centroid_candidates"] == tfidf_model.centroid_candidates in (0, 2)
     assert torch.equal(tfidf_model.neighbours.vectors, index)

@@ -81,3 +81,26 @@ def test_fit_alpha_picks_the_best_of_the_combined_objectives():
     bonus = torch.zeros(len(ALPHAS), dtype=torch.float64)
     bonus[0] = 10.0
     assert fit_alpha(first, second, candidates, hits, total=lambda values: values + bonus) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_top_labels_rank_every_centroid(n):
+    rng = np.random.default_rng(n)
+    train_ids, labels = random_set(rng, 60, 25, 8)
+    train_ids[::2, 1:3] = torch.tensor([2, 3])
+    module = TfidfCentroids.from_training_set(train_ids, labels, 25, pad_id=0, bigrams=True)
+    queries = torch.from_numpy(rng.integers(0, 25, (9, 6)))
+    queries[0] = 0  # no feature: no label
+    top = module.top_labels(queries, n)
+    assert top.shape == (9, n) and bool((top[0] == -1).all())
+    everything = torch.arange(8).expand(9, -1)
+    cosines = module(queries, everything)
+    for row in range(1, 9):
+        order = sorted((c for c in range(8) if cosines[row, c] > 1e-6), key=lambda c: (-float(cosines[row, c]), c))
+        found = [int(label) for label in top[row] if label >= 0]
+        assert len(found) == min(n, len(order))
+        np.testing.assert_allclose(cosines[row, found].numpy(), cosines[row, order[: len(found)]].numpy(), atol=1e-5)
+    copy = TfidfCentroids(25, module.keys.numel(), pad_id=0, num_bigrams=len(module.vocabulary.bigrams))
+    copy.top_labels(queries, n)  # a cache made before loading must not survive it
+    copy.load_state_dict(module.state_dict())
+    assert torch.equal(copy.top_labels(queries, n), top)

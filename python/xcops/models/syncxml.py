@@ -86,6 +86,7 @@ _RULES = {
     "neighbour_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "neighbour_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
     "centroid_bigrams": (lambda v: isinstance(v, bool), "true or false"),
+    "centroid_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
     "tfidf_neighbours": (lambda v: isinstance(v, bool), "true or false"),
     "tfidf_weight": (lambda v: v is None or (is_number(v) and 0 <= v <= 1), "null (fitted) or a number in [0, 1]"),
     "tfidf_k": (lambda v: is_integer(v, 1), "an integer >= 1"),
@@ -127,6 +128,7 @@ class SyncXMLOptions:
     neighbour_temperature: float = 0.1  # of the softmax over the neighbours' cosines
     neighbour_candidates: int = 0  # nearest training titles whose labels join the shortlist's candidates
     centroid_bigrams: bool = False  # the centroids' TF-IDF also holds bigrams seen in two or more titles
+    centroid_candidates: int = 0  # labels of the nearest centroids (over all labels) that join the candidates
     tfidf_neighbours: bool = False  # also mix in the votes of the nearest training titles by TF-IDF cosine
     tfidf_weight: Optional[float] = None  # their weight in the mix; None: fitted with the others
     tfidf_k: int = 50  # training titles that vote
@@ -163,9 +165,10 @@ class SyncXMLOptions:
                 raise ValueError(f"syncxml model_args: {candidates} takes the labels of that many of the {k} "
                                  f"({getattr(options, k)}) nearest titles, so it needs {switch} and at most {k}, "
                                  f"got {getattr(options, candidates)!r} with {switch}={getattr(options, switch)!r}")
-        if options.centroid_bigrams and not options.centroid_fusion:
-            raise ValueError("syncxml model_args: centroid_bigrams changes the centroids of centroid_fusion, "
-                             "which is off; set centroid_fusion too")
+        for name in ("centroid_bigrams", "centroid_candidates"):
+            if getattr(options, name) and not options.centroid_fusion:
+                raise ValueError(f"syncxml model_args: {name} acts on the centroids of centroid_fusion, which is "
+                                 "off; set centroid_fusion too")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
@@ -218,7 +221,8 @@ class SyncXML(XCModel):
                  neighbour_dim: int = 128, neighbour_k: int = 20, neighbour_temperature: float = 0.1,
                  neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigrams: int = 0,
                  tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
-                 tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0):
+                 tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0,
+                 centroid_candidates: int = 0):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -247,6 +251,7 @@ class SyncXML(XCModel):
         self.tfidf_weight = tfidf_weight
         self.neighbour_candidates = neighbour_candidates
         self.tfidf_candidates = tfidf_candidates
+        self.centroid_candidates = centroid_candidates
         self.config = dict(vocab_size=vocab_size, num_labels=num_labels, num_clusters=num_clusters,
                            cluster_width=cluster_width, seq_len=seq_len, pad_id=pad_id, embed_dim=embed_dim,
                            num_filters=num_filters, dropout=dropout, top_clusters=top_clusters,
@@ -257,7 +262,8 @@ class SyncXML(XCModel):
                            neighbour_temperature=neighbour_temperature,
                            neighbour_candidates=neighbour_candidates, centroid_bigrams=centroid_bigrams,
                            tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
-                           tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates)
+                           tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates,
+                           centroid_candidates=centroid_candidates)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -303,7 +309,8 @@ class SyncXML(XCModel):
                     train_set.pad_token_id, embed_dim, options.num_filters, options.dropout,
                     options.top_clusters, cfg.fused, embeddings, options.meta_dropout, options.extreme_dropout,
                     options.predict_clusters, options.ova, options.word_dropout,
-                    neighbour_candidates=options.neighbour_candidates, tfidf_candidates=options.tfidf_candidates)
+                    neighbour_candidates=options.neighbour_candidates, tfidf_candidates=options.tfidf_candidates,
+                    centroid_candidates=options.centroid_candidates)
         # Until fit_fusion fits them, the mix is even over its terms.
         even = 1 / (1 + len(options.mix_weights))
         for name, value in options.mix_weights.items():
@@ -384,7 +391,7 @@ class SyncXML(XCModel):
     def metadata(self) -> dict:
         return dict(self.config, fusion_alpha=self.fusion_alpha, neighbour_weight=self.neighbour_weight,
                     tfidf_weight=self.tfidf_weight, neighbour_candidates=self.neighbour_candidates,
-                    tfidf_candidates=self.tfidf_candidates)
+                    tfidf_candidates=self.tfidf_candidates, centroid_candidates=self.centroid_candidates)
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "SyncXML":
@@ -546,7 +553,8 @@ class SyncXML(XCModel):
 
         The extreme head ranks each row's shortlist (the labels of its ``predict_clusters``
         best meta clusters) with ``shortlist_topk``, keeping ``max(4k, 50)`` candidates (and the
-        labels of the ``neighbour_candidates`` and ``tfidf_candidates`` nearest training titles),
+        labels of the ``neighbour_candidates`` and ``tfidf_candidates`` nearest training titles and
+        of the ``centroid_candidates`` nearest centroids),
         which the meta probabilities then reorder, or the fitted mix with the centroids and
         neighbours ranks.
         One-vs-all ranks all labels with ``dense_topk``.
@@ -580,7 +588,8 @@ class SyncXML(XCModel):
         """``(labels, scores, nearest)``: the extreme head's best ``C = max(4k, 50)`` labels of
         each row's shortlist (-1 pads), by ``shortlist_topk``, joined by the labels of the
         ``neighbour_candidates`` nearest training titles in the model's space and of the
-        ``tfidf_candidates`` nearest by TF-IDF when set, and their ``sigmoid(extreme logit) *
+        ``tfidf_candidates`` nearest by TF-IDF and the ``centroid_candidates`` labels of the nearest
+        TF-IDF centroids when set, and their ``sigmoid(extreme logit) *
         meta probability of the label's cluster``, both ``[B, C']``; and the ``nearest(...)``
         of the title neighbours (key ``"title"``) and of the TF-IDF neighbours (``"tfidf"``),
         each when the model has them."""
@@ -600,6 +609,8 @@ class SyncXML(XCModel):
                 # The shortlist misses a third of the test positives on yso-finna-en (bench/RESULTS.md);
                 # the neighbours' labels need no meta cluster to be found.
                 joined = union_candidates(joined, index.labels_of(nearest[name][1][:, :count]))
+        if self.centroids is not None and self.centroid_candidates:
+            joined = union_candidates(joined, self.centroids.top_labels(ids, self.centroid_candidates))
         if joined is not labels:
             joined = joined.sort(dim=1, descending=True).values
             labels = joined[:, : int((joined >= 0).sum(1).max())]

@@ -11,7 +11,8 @@ the centroids alone (16.6 P@1) beat it (13.3). SyncXML mixes the two
 
 PIFA is kept as the sorted keys ``label * F + feature`` of its nonzeros and their values, so a
 pair's cosine is one binary search per feature of the title: O(K T log nnz) for K candidates of
-a T-token title, with no ``[B, L]`` or ``[L, F]`` dense table.
+a T-token title, with no ``[B, L]`` or ``[L, F]`` dense table. :meth:`TfidfCentroids.top_labels`
+ranks all labels instead, by one sparse product with the transposed centroids.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from .label_features import pifa
-from .tfidf_vocabulary import TfidfVocabulary
+from .tfidf_vocabulary import TfidfVocabulary, sparse_row_topk
 
 
 class TfidfCentroids(nn.Module):
@@ -35,6 +37,7 @@ class TfidfCentroids(nn.Module):
         self.vocabulary = TfidfVocabulary(vocab_size, num_bigrams, pad_id)
         self.register_buffer("keys", torch.zeros(num_nonzeros, dtype=torch.int64))
         self.register_buffer("values", torch.zeros(num_nonzeros))
+        self._by_feature: Optional[sp.csr_matrix] = None
 
     @classmethod
     def from_training_set(cls, input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int,
@@ -65,3 +68,23 @@ class TfidfCentroids(nn.Module):
         found = self.values[where] * (self.keys[where] == keys)
         scores = (found * weight.unsqueeze(1)).sum(2)
         return scores.masked_fill(candidates < 0, 0.0)
+
+    def top_labels(self, input_ids: torch.Tensor, n: int) -> torch.Tensor:
+        """``[B, n]`` the labels of the ``n`` centroids nearest to each title over all labels,
+        nearest first (ties to the lower label), -1 where fewer share a feature with it."""
+        _, labels = sparse_row_topk(self.vocabulary.tfidf(input_ids) @ self.by_feature(), n)
+        return labels.to(input_ids.device)
+
+    def by_feature(self) -> sp.csr_matrix:
+        """The centroids as a scipy ``[F, L']`` CSR (``L'``: up to the last label with a centroid),
+        made once from the buffers."""
+        if self._by_feature is None:
+            keys, features = self.keys.cpu().numpy(), self.vocabulary.num_features
+            labels = int(keys[-1] // features) + 1 if len(keys) else 0
+            self._by_feature = sp.csr_matrix((self.values.cpu().numpy(), (keys % features, keys // features)),
+                                             shape=(features, labels))
+        return self._by_feature
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._by_feature = None
+        super()._load_from_state_dict(*args, **kwargs)

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from .label_votes import LabelVotes
-from .tfidf_vocabulary import TfidfVocabulary
+from .tfidf_vocabulary import TfidfVocabulary, sparse_row_topk
 
 
 class TfidfNeighbours(LabelVotes):
@@ -75,24 +75,7 @@ class TfidfNeighbours(LabelVotes):
         highest TF-IDF cosine, nearest first (ties by row), -1 where fewer share a word with the
         title, and the softmax of their cosines over ``temperature`` (0 at -1)."""
         queries = self.vocabulary.tfidf(input_ids)
-        cosines = (queries @ self.postings()).tocsr()
-        cosines.sort_indices()  # so that ties go to the lower row, whatever the product's order
-        k = min(self.k, self.num_titles)
-        best = np.zeros((len(input_ids), k), np.float32)
-        titles = np.full((len(input_ids), k), -1, np.int64)
-        for row in range(len(input_ids)):
-            start, end = cosines.indptr[row], cosines.indptr[row + 1]
-            values, columns = cosines.data[start:end], cosines.indices[start:end]
-            if len(values) > k:
-                # The k-th best cosine; of the titles at it, the lowest rows (columns ascend).
-                threshold = -np.partition(-values, k - 1)[k - 1]
-                above = np.flatnonzero(values > threshold)
-                tied = np.flatnonzero(values == threshold)[: k - len(above)]
-                keep = np.concatenate([above, tied])
-                values, columns = values[keep], columns[keep]
-            order = np.lexsort((columns, -values))
-            best[row, : len(order)], titles[row, : len(order)] = values[order], columns[order]
-        best, titles = torch.from_numpy(best), torch.from_numpy(titles)
+        best, titles = sparse_row_topk(queries @ self.postings(), min(self.k, self.num_titles))
         weights = self.softmax(best.masked_fill(titles < 0, float("-inf"))).nan_to_num(0.0)
         return weights.to(input_ids.device), titles.to(input_ids.device)
 

@@ -97,3 +97,25 @@ class TfidfVocabulary(nn.Module):
     def tfidf(self, input_ids: torch.Tensor) -> sp.csr_matrix:
         """``[N, num_features]`` row-normalised TF-IDF of the titles."""
         return row_normalize(self.counts(input_ids) @ sp.diags(self.idf.cpu().numpy())).tocsr()
+
+
+def sparse_row_topk(matrix: sp.spmatrix, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values [B, k], columns [B, k])``: each row's ``k`` largest stored entries of a scipy
+    sparse ``[B, N]`` matrix, largest first, ties to the lower column; columns -1 (values 0)
+    where a row stores fewer. One pass of a partial sort per row, so no ``[B, N]`` dense table."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()  # so that ties go to the lower column, whatever made the matrix
+    best = np.zeros((matrix.shape[0], k), np.float32)
+    columns = np.full((matrix.shape[0], k), -1, np.int64)
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        values, found = matrix.data[start:end], matrix.indices[start:end]
+        if len(values) > k:
+            # The k-th largest value; of the columns at it, the lowest (they ascend).
+            threshold = -np.partition(-values, k - 1)[k - 1]
+            above = np.flatnonzero(values > threshold)
+            keep = np.concatenate([above, np.flatnonzero(values == threshold)[: k - len(above)]])
+            values, found = values[keep], found[keep]
+        order = np.lexsort((found, -values))
+        best[row, : len(order)], columns[row, : len(order)] = values[order], found[order]
+    return torch.from_numpy(best), torch.from_numpy(columns)
