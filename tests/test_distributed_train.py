@@ -60,9 +60,9 @@ def test_nproc_rejects_unsupported_model_before_launching(tmp_path, capsys):
 
 def test_syncxml_trains_in_two_processes(tmp_path):
     """The meta head and encoder in DDP, the extreme head sharded; inference through it, mixed
-    with the centroids and neighbours: each rank holds out its share of rows, the neighbours are
-    the titles that both ranks trained on (their labels also join the candidates), and all
-    ranks fit the same weights. (Without the fusions it is the same path less the mix, which
+    with the centroids and both neighbour kNNs: each rank holds out its share of rows, the
+    neighbours are the titles that both ranks trained on (their labels, the TF-IDF neighbours'
+    and the centroids' also join the candidates), and all ranks fit the same weights. (Without the fusions it is the same path less the mix, which
     the bow runs above and the single-process tests cover: 15 s of CI saved.)"""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(dict(SMALL, synthetic=dict(num_train=800, num_test=100, num_labels=120), epochs=2)))
@@ -70,11 +70,13 @@ def test_syncxml_trains_in_two_processes(tmp_path):
     _xcops("train", "--config", str(config), "--model", "syncxml", "--out", str(run), "--quiet", "--nproc", "2",
            "--model-args", json.dumps(dict(num_filters=4, embed_dim=64, feature_dim=16, top_clusters=4,
                                            centroid_fusion=True, title_neighbours=True, neighbour_dim=8,
-                                           neighbour_candidates=3)))
+                                           neighbour_candidates=3, centroid_bigrams=True, tfidf_neighbours=True,
+                                           tfidf_candidates=2, centroid_candidates=2)))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["num_clusters"] > 1
     # each rank's 400 rows: a fifth held out
     assert metrics["fusion_rows"] == 80 and metrics["fusion_alpha"] in ALPHAS
     assert metrics["neighbour_titles"] == 800 - 2 * 80 and metrics["neighbour_weight"] in ALPHAS
+    assert metrics["tfidf_titles"] == 800 - 2 * 80 and metrics["tfidf_weight"] in ALPHAS
     cli.main(["evaluate", str(run), "--json", str(tmp_path / "again.json"), "--quiet"])
     assert json.loads((tmp_path / "again.json").read_text())["P@1"] == pytest.approx(metrics["P@1"])
