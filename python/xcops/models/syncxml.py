@@ -219,7 +219,7 @@ class SyncXML(XCModel):
                  ova: bool = False, word_dropout: float = 0.0, centroid_nonzeros: Optional[int] = None,
                  fusion_alpha: float = 0.5, neighbour_titles: Optional[int] = None, neighbour_pairs: int = 0,
                  neighbour_dim: int = 128, neighbour_k: int = 20, neighbour_temperature: float = 0.1,
-                 neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigrams: int = 0,
+                 neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigram_count: int = 0,
                  tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
                  tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0,
                  centroid_candidates: int = 0):
@@ -241,7 +241,7 @@ class SyncXML(XCModel):
         self.word_dropout = word_dropout
         # With centroids or neighbours, inference ranks by a log-linear mix of the scores (fit_fusion).
         self.centroids = None if centroid_nonzeros is None else TfidfCentroids(vocab_size, centroid_nonzeros, pad_id,
-                                                                               centroid_bigrams)
+                                                                               centroid_bigram_count)
         self.neighbours = None if neighbour_titles is None else TitleNeighbours(
             dim, neighbour_dim, neighbour_titles, neighbour_pairs, num_labels, neighbour_k, neighbour_temperature)
         self.tfidf_neighbours = None if tfidf_titles is None else TfidfNeighbours(
@@ -260,7 +260,7 @@ class SyncXML(XCModel):
                            centroid_nonzeros=centroid_nonzeros, neighbour_titles=neighbour_titles,
                            neighbour_pairs=neighbour_pairs, neighbour_dim=neighbour_dim, neighbour_k=neighbour_k,
                            neighbour_temperature=neighbour_temperature,
-                           neighbour_candidates=neighbour_candidates, centroid_bigrams=centroid_bigrams,
+                           neighbour_candidates=neighbour_candidates, centroid_bigram_count=centroid_bigram_count,
                            tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
                            tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates,
                            centroid_candidates=centroid_candidates)
@@ -336,7 +336,7 @@ class SyncXML(XCModel):
                                                      self.encoder.pad_id, bigrams, unknown_id)
         self.centroids = centroids.to(self.label_cluster.device)
         self.config.update(centroid_nonzeros=centroids.keys.numel(),
-                           centroid_bigrams=len(centroids.vocabulary.bigrams))
+                           centroid_bigram_count=len(centroids.vocabulary.bigrams))
 
     def add_tfidf_neighbours(self, input_ids: torch.Tensor, labels, k: int = 50, temperature: float = 0.2,
                              unknown_id: Optional[int] = None) -> None:
