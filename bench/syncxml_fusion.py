@@ -136,8 +136,9 @@ def main(argv=None) -> None:
                                   model_args={**cfg.model_args, **added, **({} if held_out_fit else weights)})
     save_run(out_cfg, model, tokenizer, fused, data)
 
-    name = " + ".join(term for term, on in (("neighbours", args.neighbours), ("TF-IDF neighbours", args.tfidf_neighbours),
-                                            ("centroid bigrams", args.centroid_bigrams)) if on) or "centroid fusion"
+    terms = (("neighbours", args.neighbours), ("TF-IDF neighbours", args.tfidf_neighbours),
+             ("centroid bigrams", args.centroid_bigrams), ("centroid candidates", args.centroid_candidates))
+    name = " + ".join(term for term, on in terms if on) or "centroid fusion"
     print(f"\n{args.run}: weights {weights} fitted on {len(rows)} {fitted_on} ({fit_seconds:.0f} s)")
     print("| model | " + " | ".join(KEYS) + " | predict s |")
     print("|---" * (len(KEYS) + 2) + "|")
@@ -174,9 +175,9 @@ SETTINGS = {"neighbour_k": ("neighbours", "k"), "neighbour_temperature": ("neigh
 
 def choose_settings(model, train_set, rows, args, cfg, device) -> dict:
     """The settings of the neighbours that this run adds or refits (``--neighbours``,
-    ``--tfidf-neighbours``) and the ``--centroid-candidates``, of those given, whose fitted mix has the best mean P@1/3/5 on the
-    held-out ``rows``; the model is left with them, and they are returned as model_args. With
-    several, prints each one's score."""
+    ``--tfidf-neighbours``) and the ``--centroid-candidates``, of those given, whose fitted mix
+    has the best mean P@1/3/5 on the held-out ``rows``; the model is left with them, and they
+    are returned as model_args. With several, prints each one's score."""
     chosen = {"neighbours": args.neighbours, "tfidf_neighbours": args.tfidf_neighbours,
               "centroids": args.centroid_candidates is not None}
     names = [name for name, (index, _) in SETTINGS.items() if chosen[index]]

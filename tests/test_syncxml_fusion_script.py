@@ -67,8 +67,8 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
 
     # The TF-IDF terms are built as `xcops train` would have built them, and their settings fitted;
     # the run's own title neighbours keep their settings.
-    script.main([str(tmp_path / "run"), "--tfidf-neighbours", "--centroid-bigrams", "--tfidf-k", "4", "--tfidf-candidates",
-                 "0", "3", "--centroid-candidates", "0", "2", "--out", str(tmp_path / "tfidf")])
+    script.main([str(tmp_path / "run"), "--tfidf-neighbours", "--centroid-bigrams", "--tfidf-k", "4",
+                 "--tfidf-candidates", "0", "3", "--centroid-candidates", "0", "2", "--out", str(tmp_path / "tfidf")])
     printed = capsys.readouterr().out
     assert "tfidf_candidates 3, centroid_candidates 2:" in printed and "neighbour_k" not in printed
     with_tfidf = dataclasses.replace(cfg, model_args=dict(model_args, tfidf_neighbours=True, tfidf_k=4,
