@@ -38,7 +38,7 @@ class TfidfNeighbours(LabelVotes):
         self.register_buffer("posting_starts", torch.zeros(vocab_size + 1, dtype=torch.int64))
         self.register_buffer("posting_titles", torch.zeros(num_postings, dtype=torch.int64))
         self.register_buffer("posting_weights", torch.zeros(num_postings))
-        self._postings: Optional[tuple] = None
+        self._postings: Optional[sp.csr_matrix] = None
 
     @classmethod
     def build(cls, input_ids: torch.Tensor, labels, vocab_size: int, pad_id: int, k: int = 50,

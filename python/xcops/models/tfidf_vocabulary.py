@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .label_features import inverse_document_frequency, row_normalize
+from .label_features import inverse_document_frequency, row_normalize, token_counts
 
 MIN_BIGRAM_TITLES = 2  # as the baselines' min_df 2
 
@@ -87,12 +87,7 @@ class TfidfVocabulary(nn.Module):
 
     def counts(self, input_ids: torch.Tensor) -> sp.csr_matrix:
         """``[N, num_features]`` float32 feature counts of the titles."""
-        features = self.features(input_ids.to(self.idf.device)).cpu().numpy()
-        keep = features >= 0
-        rows = np.broadcast_to(np.arange(features.shape[0])[:, None], features.shape)[keep]
-        counts = sp.coo_matrix((np.ones(len(rows), np.float32), (rows, features[keep])),
-                               shape=(features.shape[0], self.num_features))
-        return counts.tocsr()  # sums the duplicates
+        return token_counts(self.features(input_ids.to(self.idf.device)), self.num_features, pad_id=-1)
 
     def tfidf(self, input_ids: torch.Tensor) -> sp.csr_matrix:
         """``[N, num_features]`` row-normalised TF-IDF of the titles."""
