@@ -2,13 +2,19 @@
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from xcops import cli
+from xcops.checkpoint import load_checkpoint
 from xcops.models.score_fusion import ALPHAS
+from xcops.training_state import saved_summary, state_directory
 
 SMALL = dict(synthetic=dict(num_train=2400, num_test=500, num_labels=240), epochs=3, dim=48,
              batch_size=128, random_negatives=64)
@@ -80,3 +86,53 @@ def test_syncxml_trains_in_two_processes(tmp_path):
     assert metrics["tfidf_titles"] == 800 - 2 * 80 and metrics["tfidf_weight"] in ALPHAS
     cli.main(["evaluate", str(run), "--json", str(tmp_path / "again.json"), "--quiet"])
     assert json.loads((tmp_path / "again.json").read_text())["P@1"] == pytest.approx(metrics["P@1"])
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(runs, tmp_path):
+    """Each rank saves its own state (its head shard, its optimizers) after every epoch; the
+    run killed mid-way and resumed ends with the uninterrupted run's weights."""
+    _, whole = runs
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(SMALL))
+    run = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(run), "--quiet", "--nproc", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "xcops.cli", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while saved_summary(state_directory(run)) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # As the SIGSEGVs seen in gloo's thread: one rank dies, torchrun then stops the other.
+    os.kill(_worker_pid(process.pid, rank=1), signal.SIGKILL)
+    assert process.wait(timeout=120) != 0
+    summary = saved_summary(state_directory(run))
+    assert summary is not None and 1 <= summary["epochs_done"] < SMALL["epochs"], summary
+    assert not (run / "model.safetensors").exists()
+    _xcops(*args, "--resume")
+    expected, got = load_checkpoint(whole)[0], load_checkpoint(run)[0]
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert json.loads((run / "metrics.json").read_text())["resumed_at_epoch"] == summary["epochs_done"]
+
+
+def _worker_pid(launcher: int, rank: int) -> int:
+    """The pid of torchrun's worker of ``rank`` below process ``launcher`` (Linux /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, launcher):
+            ancestor = parents.get(ancestor)
+        if ancestor == launcher:
+            try:
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in environ:
+                return pid
+    raise AssertionError(f"no worker of rank {rank} below process {launcher}")

@@ -79,6 +79,8 @@ def _train_config(args):
             values[name] = getattr(args, name)
     if args.reference_ops:
         values["fused"] = False
+    if args.resume:
+        values["resume"] = True
     if args.model_args:
         try:
             extra = json.loads(args.model_args)
@@ -102,6 +104,9 @@ def _add_train_flags(parser):
     parser.add_argument("--model-args", help='model-specific options as JSON, e.g. \'{"num_clusters": 1024}\'')
     parser.add_argument("--reference-ops", action="store_true",
                         help="use the plain-PyTorch reference ops instead of the fused kernels")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run that died from the state it saved after its last epoch in --out "
+                             "(same config and flags)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -92,3 +92,10 @@ class TrainingMeter:
         self.examples += rows
         rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
         return {"loss": f"{self.loss:.4f}", "lr": f"{lr:.2e}", "ex/s": f"{rate:.0f}"}
+
+    def state_dict(self) -> dict:
+        """The smoothed loss (examples per second restart with the process)."""
+        return {"loss": self.loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss = state["loss"]

@@ -31,6 +31,7 @@ from .models import MODELS, get_model
 from .models.ngame import UNUSED_TRAIN_FIELDS as NGAME_UNUSED_FIELDS, NGAMEOptions
 from .models.syncxml import SyncXMLOptions
 from .progress import progress_bar
+from .training_state import discard_state, require_saved_state, state_directory
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,7 @@ class TrainConfig:
     max_vocab: Optional[int] = 200_000
     stopwords: Optional[str] = None  # "english": drop English function words (SimpleTokenizer only)
     fused: bool = True  # False: the plain-PyTorch reference ops (for speed comparisons)
+    resume: bool = False  # continue from the training state saved after each epoch in `out`
     device: str = "auto"
     seed: int = 0
     eval_batch_size: int = 1024
@@ -115,6 +117,14 @@ class TrainConfig:
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out: {out} exists and is not a directory")
+        if self.resume:
+            if not get_model(self.model).resumable:
+                raise ConfigError(f"resume: {self.model} runs save no per-epoch training state to resume from; "
+                                  "start the run afresh")
+            try:
+                require_saved_state(state_directory(out))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
@@ -124,7 +134,8 @@ _FIELD_RULES = {
     "data": (str, None), "out": (str, None), "model": (str, None), "model_args": (dict, None),
     "dim": (int, 1), "epochs": (int, 1), "batch_size": (int, 1), "lr": (float, 0.0),
     "random_negatives": (int, 0), "max_len": (int, 1), "min_count": (int, 1),
-    "max_vocab": ("optional int", 2), "stopwords": ("optional str", None), "fused": (bool, None), "device": (str, None),
+    "max_vocab": ("optional int", 2), "stopwords": ("optional str", None), "fused": (bool, None),
+    "resume": (bool, None), "device": (str, None),
     "seed": (int, 0), "eval_batch_size": (int, 1), "top_k": (int, 1),
     "propensity_a": (float, None), "propensity_b": (float, None), "synthetic": (dict, None),
 }
@@ -214,7 +225,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = model_cls.create(cfg, train_set).to(device)
 
     start = time.perf_counter()
-    stats = model.fit(cfg, train_set, device, progress)
+    stats = model.fit(cfg, train_set, device, progress, **state_dir_argument(model_cls, cfg))
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -226,7 +237,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     metrics.update(train_seconds=train_seconds, predict_seconds=predict_seconds,
                    test_queries_per_second=len(test_set) / max(predict_seconds, 1e-9))
     save_run(cfg, model, train_set.tokenizer, metrics, data_dir)
+    discard_state(cfg.out)
     return metrics
+
+
+def state_dir_argument(model_cls, cfg: TrainConfig) -> dict:
+    """The ``state_dir`` keyword of ``model_cls.fit`` in run ``cfg.out`` (none for a model that
+    saves no training state)."""
+    return dict(state_dir=state_directory(cfg.out)) if model_cls.resumable else {}
 
 
 def save_run(cfg: TrainConfig, model, tokenizer, metrics: dict, data_dir: Path) -> None:

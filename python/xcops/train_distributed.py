@@ -23,7 +23,8 @@ from .distributed.training import (gather_rows, init_process_group, rank_slice, 
 from .metrics import evaluate, inv_propensity
 from .models import get_model
 from .nn import ShortlistLinear
-from .train import TrainConfig, load_splits, resolve_data, save_run, set_seeds
+from .train import TrainConfig, load_splits, resolve_data, save_run, set_seeds, state_dir_argument
+from .training_state import discard_state
 
 
 def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -48,7 +49,8 @@ def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
     rows = training_rows(len(train_set), rank, world).tolist()
     local_cfg = dataclasses.replace(cfg, batch_size=max(1, cfg.batch_size // world))
     start = time.perf_counter()
-    stats = model.fit(local_cfg, torch.utils.data.Subset(train_set, rows), device, progress)
+    stats = model.fit(local_cfg, torch.utils.data.Subset(train_set, rows), device, progress,
+                      **state_dir_argument(model_cls, cfg))
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -70,5 +72,7 @@ def train_distributed(cfg: TrainConfig, progress: bool = True) -> dict:
         save_run(cfg, model, train_set.tokenizer, metrics, data_dir)
     shared = [metrics]
     dist.broadcast_object_list(shared, src=0)
+    if rank == 0:  # every rank is past its last save: the predictions' gather waited for them all
+        discard_state(cfg.out)
     dist.destroy_process_group()
     return shared[0]

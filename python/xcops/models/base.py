@@ -19,6 +19,9 @@ class XCModel(nn.Module):
     """
 
     name: ClassVar[str]
+    # Whether fit takes ``state_dir``: saves its training state there after each epoch and,
+    # with ``cfg.resume``, continues from it (:class:`xcops.training_state.EpochCheckpoints`).
+    resumable: ClassVar[bool] = False
 
     @classmethod
     def make_tokenizer(cls, cfg) -> Optional[Any]:
@@ -30,7 +33,8 @@ class XCModel(nn.Module):
         raise NotImplementedError
 
     def fit(self, cfg, train_set, device: torch.device, progress: bool = True) -> dict:
-        """Trains in place; returns statistics to merge into the run's metrics."""
+        """Trains in place; returns statistics to merge into the run's metrics. A
+        :attr:`resumable` model also takes ``state_dir`` (None: save no training state)."""
         raise NotImplementedError
 
     def predict(self, input_ids: torch.Tensor, k: int, batch_size: int, device: torch.device,

@@ -14,6 +14,7 @@ from torch import nn
 from ..data import XCTextDataset
 from ..nn import ShortlistLinear
 from ..progress import TrainingMeter, progress_bar
+from ..training_state import EpochCheckpoints
 from .base import XCModel
 from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist_targets
 
@@ -31,6 +32,7 @@ def batch_shortlist(indptr, indices, num_labels, random_negatives, generator):
 
 class BowXC(XCModel):
     name = "bow"
+    resumable = True
 
     def __init__(self, vocab_size: int, num_labels: int, dim: int = 256, pad_id: int = 0, fused: bool = True):
         super().__init__()
@@ -75,18 +77,21 @@ class BowXC(XCModel):
             logits = self(ids.to(device), shortlist.to(device))
         return self.optimizer_step(optimizers, masked_bce_with_logits(logits, targets.to(device)))
 
-    def fit(self, cfg, train_set, device, progress=True) -> dict:
+    def fit(self, cfg, train_set, device, progress=True, state_dir=None) -> dict:
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizers = self.make_optimizers(cfg.lr)
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=XCTextDataset.collate, generator=generator)
         meter = TrainingMeter()
-        for epoch in range(cfg.epochs):
+        checkpoints = EpochCheckpoints(cfg, state_dir, model=self, optimizers=optimizers, batches=generator, meter=meter)
+        first_epoch = checkpoints.restore()
+        for epoch in range(first_epoch, cfg.epochs):
             bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             for batch in bar:
                 loss = self.train_step(optimizers, batch, cfg.random_negatives, generator, device).item()
                 bar.set_postfix(meter.update(loss, len(batch[1]) - 1, cfg.lr))
-        return {}
+            checkpoints.save(epoch + 1)
+        return {"resumed_at_epoch": first_epoch}
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:

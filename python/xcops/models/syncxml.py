@@ -42,6 +42,7 @@ from ..nn import ShortlistLinear
 from ..ops.clustering import balanced_kmeans, clusters_for_leaf_size, clusters_to_csr
 from ..optim import one_cycle, per_step_schedulers
 from ..progress import TrainingMeter, progress_bar
+from ..training_state import EpochCheckpoints
 from .base import XCModel
 from .dropout import Dropout
 from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist_targets
@@ -211,6 +212,7 @@ class ResidualHead(nn.Module):
 
 class SyncXML(XCModel):
     name = "syncxml"
+    resumable = True
 
     def __init__(self, vocab_size: int, num_labels: int, num_clusters: int, cluster_width: int, seq_len: int,
                  pad_id: int = 0, embed_dim: int = 256, num_filters: int = 32, dropout: float = 0.25,
@@ -453,7 +455,7 @@ class SyncXML(XCModel):
     def train_step(self, optimizers, batch, detach_extreme: bool) -> torch.Tensor:
         return self.optimizer_step(optimizers, self.loss(*batch, detach_extreme=detach_extreme))
 
-    def fit(self, cfg, train_set, device, progress=True) -> dict:
+    def fit(self, cfg, train_set, device, progress=True, state_dir=None) -> dict:
         options = SyncXMLOptions.parse(cfg.model_args)
         self.encoder.embed.weight.requires_grad_(options.embed_lr_scale > 0)
         optimizers = self.make_optimizers(cfg.lr, sparse_lr=cfg.lr * options.embed_lr_scale)
@@ -463,11 +465,11 @@ class SyncXML(XCModel):
         held = torch.isin(rows, held_out_rows(len(dataset), options, cfg.seed, _world_size()))
         held_out, rows = rows[held], rows[~held]
         train_set = torch.utils.data.Subset(dataset, rows.tolist())
+        batches = torch.Generator().manual_seed(cfg.seed)
         # BatchNorm cannot train on a batch of one row, which an uneven last batch can be.
         loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=XCTextDataset.collate,
-                                             drop_last=len(train_set) > cfg.batch_size,
-                                             generator=torch.Generator().manual_seed(cfg.seed))
+                                             drop_last=len(train_set) > cfg.batch_size, generator=batches)
         total_steps = cfg.epochs * len(loader)
         factor = (one_cycle(total_steps, options.pct_start, options.div_factor, options.final_div_factor)
                   if options.schedule == "onecycle" else (lambda step: 1.0))
@@ -475,8 +477,11 @@ class SyncXML(XCModel):
         detach_steps = round(options.detach_fraction * total_steps)
         self.train()
         meter = TrainingMeter()
-        step, lr = 0, cfg.lr
-        for epoch in range(cfg.epochs):
+        checkpoints = EpochCheckpoints(cfg, state_dir, model=self, optimizers=optimizers, schedulers=schedulers,
+                                       batches=batches, meter=meter)
+        first_epoch = checkpoints.restore()
+        step = first_epoch * len(loader)
+        for epoch in range(first_epoch, cfg.epochs):
             bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
             for batch in bar:
                 loss = self.train_step(optimizers, batch, detach_extreme=step < detach_steps).item()
@@ -485,8 +490,10 @@ class SyncXML(XCModel):
                     scheduler.step()
                 step += 1
                 bar.set_postfix(meter.update(loss, len(batch[1]) - 1, lr))
+            checkpoints.save(epoch + 1)
+        final_lr = cfg.lr * factor(step - 1) if step else cfg.lr  # the rate of the last step
         stats = dict(num_clusters=len(self.cluster_labels), cluster_width=self.cluster_labels.shape[1],
-                     train_loss=meter.loss, train_steps=step, final_lr=lr if step else cfg.lr)
+                     train_loss=meter.loss, train_steps=step, final_lr=final_lr, resumed_at_epoch=first_epoch)
         if options.title_neighbours:
             trained = rows if _world_size() == 1 else gather_rows(rows.to(device), len(rows) * _world_size()).cpu()
             trained = trained.sort().values
