@@ -174,7 +174,8 @@ class EpochCheckpoints:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several kinds for a truncated or foreign file
-            raise ValueError(f"{path}: truncated or damaged ({str(err).strip().splitlines()[0]})") from None
+            reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise ValueError(f"{path}: truncated or damaged ({reason})") from None
         if state.get("epochs_done") != summary["epochs_done"]:
             raise ValueError(f"resume: {path} holds epoch {state.get('epochs_done')}, "
                              f"{self.directory / SUMMARY} epoch {summary['epochs_done']}")
