@@ -49,6 +49,8 @@ import torch
 from xcops.data import XCTextDataset
 from xcops.distributed.training import training_rows
 from xcops.metrics import evaluate, inv_propensity
+from xcops.models.candidate_ranker import CandidateRanker
+from xcops.models.score_fusion import fit_weights, mean_precision, mixed_scores
 from xcops.models.syncxml import SyncXMLOptions, held_out_rows, unseen_titles
 from xcops.train import TrainConfig, load_run, resolve_data, resolve_device, save_run
 
@@ -81,6 +83,11 @@ def main(argv=None) -> None:
                         help="rebuild the run's centroids with bigrams (a run that held rows out)")
     parser.add_argument("--centroid-candidates", type=int, nargs="+",
                         help="labels of the nearest centroids that join the candidates (a run that held rows out)")
+    parser.add_argument("--learned-mix", action="store_true",
+                        help="also fit a CandidateRanker over the mix's terms, and keep it where it beats the "
+                             "log-linear mix on half of the held-out titles when fitted on the other half")
+    parser.add_argument("--ranker-hidden", type=int, nargs="+", default=[32],
+                        help="hidden units of the ranker; with several, the best on the held-out half is kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -104,7 +111,7 @@ def main(argv=None) -> None:
     recorded = metrics_of(args.run)
     plain = recorded if all(key in recorded for key in (*KEYS, "predict_seconds")) else score()
     start = time.perf_counter()
-    held_out_fit = (args.neighbours or args.tfidf_neighbours or args.centroid_bigrams
+    held_out_fit = (args.neighbours or args.tfidf_neighbours or args.centroid_bigrams or args.learned_mix
                     or args.centroid_candidates is not None)
     if held_out_fit:
         held_out, trained = held_out_split(cfg, metrics_of(args.run), len(train_set))
@@ -119,13 +126,16 @@ def main(argv=None) -> None:
         rows = unseen_titles(train_set.input_ids, held_out).numpy()
         fitted_on = "training titles held out of training that repeat no other training title"
         added.update(choose_settings(model, train_set, rows, args, cfg, device))
+        if args.learned_mix:
+            kept = np.setdiff1d(np.arange(len(train_set)), held_out.numpy())
+            added.update(choose_ranker(model, train_set, rows, kept, args, cfg, device))
     else:
         model.add_centroids(train_set.input_ids, train_set.labels)
         rows = np.sort(np.random.default_rng(args.seed).choice(len(train_set), min(args.fit_rows, len(train_set)),
                                                                replace=False))
         fitted_on, added = "training titles the model trained on", dict(centroid_fusion=True)
     weights = model.fit_fusion(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k, cfg.eval_batch_size,
-                               device)
+                               device, cfg.seed)
     fit_seconds = time.perf_counter() - start
     fused = score()
     fused.update(weights, fusion_rows=len(rows), fusion_fit_seconds=fit_seconds, fusion_fitted_on=fitted_on,
@@ -137,6 +147,7 @@ def main(argv=None) -> None:
     save_run(out_cfg, model, tokenizer, fused, data)
 
     terms = (("neighbours", args.neighbours), ("TF-IDF neighbours", args.tfidf_neighbours),
+             ("learned mix", model.ranker is not None),
              ("centroid bigrams", args.centroid_bigrams), ("centroid candidates", args.centroid_candidates))
     name = " + ".join(term for term, on in terms if on) or "centroid fusion"
     print(f"\n{args.run}: weights {weights} fitted on {len(rows)} {fitted_on} ({fit_seconds:.0f} s)")
@@ -197,6 +208,45 @@ def choose_settings(model, train_set, rows, args, cfg, device) -> dict:
     if args.neighbours:
         best.update(title_neighbours=True, neighbour_dim=model.neighbours.basis.shape[1])
     return best
+
+
+def choose_ranker(model, train_set, rows, kept, args, cfg, device) -> dict:
+    """Fits the log-linear mix and a ranker of each ``--ranker-hidden`` size on one half of the
+    held-out ``rows`` (drawn with ``--seed``), prints each one's P@1 and mean P@1/3/5 on the
+    other half, and leaves the model with the best ranker (to be fitted on all rows by
+    ``fit_fusion``), or with none where the mix is best. Returns the model_args of that choice.
+    ``kept``: the training rows that give the labels' frequencies, as in ``SyncXML.create``."""
+    model.add_ranker(train_set.labels[kept], len(model._mix_names()) + 1, args.ranker_hidden[0])
+    candidates, terms, hits = model.mix_inputs(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k,
+                                               cfg.eval_batch_size, device)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed))
+    halves = [(candidates[half], [term[half] for term in terms], hits[half])
+              for half in (order[: len(order) // 2], order[len(order) // 2:])]
+    (fit_candidates, fit_terms, fit_hits), (check_candidates, check_terms, check_hits) = halves
+    # The mix weighs all the ranker's terms but the last, the meta probability (SyncXML._ranker_terms).
+    weights = fit_weights(fit_terms[:-1], fit_candidates, fit_hits)
+    rankings = {"log-linear mix": mixed_scores(weights, check_terms[:-1], check_candidates)}
+    for hidden in args.ranker_hidden:
+        ranker = CandidateRanker(len(terms), len(model.ranker.label_log_count), hidden)
+        ranker.label_log_count.copy_(model.ranker.label_log_count)
+        with torch.enable_grad():
+            ranker.fit(fit_terms, fit_candidates, fit_hits, seed=cfg.seed)
+        with torch.no_grad():
+            rankings[hidden] = ranker(check_terms, check_candidates)
+    scores = {name: mean_precision(ranking, check_hits) for name, ranking in rankings.items()}
+    print(f"held-out, fitted on {len(halves[0][0])} titles and scored on {len(halves[1][0])}: | ranking | P@1 | "
+          "mean P@1/3/5 |")
+    for name, ranking in rankings.items():
+        label = name if isinstance(name, str) else f"ranker, {name} hidden"
+        print(f"| {label} | {100 * mean_precision(ranking, check_hits, ks=(1,)):.2f} | {100 * scores[name]:.2f} |",
+              flush=True)
+    best = max(scores, key=scores.__getitem__)
+    if isinstance(best, str):
+        model.ranker = None
+        model.config.update(ranker_terms=0)
+        return {}
+    model.add_ranker(train_set.labels[kept], len(terms), best)
+    return dict(learned_mix=True, ranker_hidden=best)
 
 
 def apply_settings(model, settings: dict) -> None:

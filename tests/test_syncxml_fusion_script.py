@@ -83,3 +83,16 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
     assert config["tfidf_candidates"] == tfidf_model.tfidf_candidates in (0, 3) and config["neighbour_k"] == 5
     assert config["centroid_candidates"] == tfidf_model.centroid_candidates in (0, 2)
     assert torch.equal(tfidf_model.neighbours.vectors, index)
+
+    # The learned mix: compared with the log-linear one on the held-out halves, kept only if better.
+    script.main([str(tmp_path / "tfidf"), "--learned-mix", "--ranker-hidden", "4", "8", "--out",
+                 str(tmp_path / "ranked")])
+    printed = capsys.readouterr().out
+    assert "| log-linear mix |" in printed and "| ranker, 4 hidden |" in printed and "| ranker, 8 hidden |" in printed
+    ranked = load_run(tmp_path / "ranked")[0]
+    config = json.loads((tmp_path / "ranked" / "config.json").read_text())["model_args"]
+    if ranked.ranker is None:
+        assert "learned_mix" not in config
+    else:
+        assert config["learned_mix"] and config["ranker_hidden"] == ranked.ranker.net[0].out_features in (4, 8)
+        assert ranked.ranker.num_terms == 4

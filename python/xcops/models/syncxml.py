@@ -49,6 +49,7 @@ from .heads import init_bias_from_label_rates, masked_bce_with_logits, shortlist
 from .inceptionxml import InceptionXML, load_token_embeddings, pretrained_dir
 from .label_features import label_features, pifa_svd
 from .options import is_integer, is_number
+from .candidate_ranker import CandidateRanker
 from .score_fusion import fit_weights, mixed_scores, relevant, union_candidates
 from .tfidf_centroids import TfidfCentroids
 from .tfidf_neighbours import TfidfNeighbours
@@ -93,6 +94,8 @@ _RULES = {
     "tfidf_k": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "tfidf_temperature": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "tfidf_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
+    "learned_mix": (lambda v: isinstance(v, bool), "true or false"),
+    "ranker_hidden": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -135,6 +138,8 @@ class SyncXMLOptions:
     tfidf_k: int = 50  # training titles that vote
     tfidf_temperature: float = 0.2  # of the softmax over their cosines
     tfidf_candidates: int = 0  # nearest of them whose labels join the shortlist's candidates
+    learned_mix: bool = False  # rank the candidates by a CandidateRanker over the mix's terms, not the log-linear mix
+    ranker_hidden: int = 32  # its hidden units
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -170,6 +175,12 @@ class SyncXMLOptions:
             if getattr(options, name) and not options.centroid_fusion:
                 raise ValueError(f"syncxml model_args: {name} acts on the centroids of centroid_fusion, which is "
                                  "off; set centroid_fusion too")
+        if options.learned_mix and not options.mix_weights:
+            raise ValueError("syncxml model_args: learned_mix ranks by the terms of the mix, and there are none; "
+                             "set centroid_fusion, title_neighbours or tfidf_neighbours too")
+        if options.learned_mix and not options.fits_mix:
+            raise ValueError(f"syncxml model_args: learned_mix is fitted on held-out titles, but the weights "
+                             f"{options.mix_weights} are all given, so none are held out; drop the weights")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
@@ -224,7 +235,7 @@ class SyncXML(XCModel):
                  neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigram_count: int = 0,
                  tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
                  tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0,
-                 centroid_candidates: int = 0):
+                 centroid_candidates: int = 0, ranker_terms: int = 0, ranker_hidden: int = 32):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -248,6 +259,8 @@ class SyncXML(XCModel):
             dim, neighbour_dim, neighbour_titles, neighbour_pairs, num_labels, neighbour_k, neighbour_temperature)
         self.tfidf_neighbours = None if tfidf_titles is None else TfidfNeighbours(
             vocab_size, tfidf_titles, tfidf_postings, tfidf_pairs, num_labels, tfidf_k, tfidf_temperature, pad_id)
+        # With a ranker, inference ranks by it instead of the log-linear mix (fit_fusion fits both).
+        self.ranker = CandidateRanker(ranker_terms, num_labels, ranker_hidden) if ranker_terms else None
         self.fusion_alpha = fusion_alpha
         self.neighbour_weight = neighbour_weight
         self.tfidf_weight = tfidf_weight
@@ -265,7 +278,8 @@ class SyncXML(XCModel):
                            neighbour_candidates=neighbour_candidates, centroid_bigram_count=centroid_bigram_count,
                            tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
                            tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates,
-                           centroid_candidates=centroid_candidates)
+                           centroid_candidates=centroid_candidates, ranker_terms=ranker_terms,
+                           ranker_hidden=ranker_hidden)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -324,6 +338,10 @@ class SyncXML(XCModel):
             model.add_centroids(input_ids, labels, options.centroid_bigrams, unknown_id)
         if options.tfidf_neighbours:
             model.add_tfidf_neighbours(input_ids, labels, options.tfidf_k, options.tfidf_temperature, unknown_id)
+        if options.learned_mix:
+            # The title neighbours join the mix after training; the ranker counts them now. Its terms
+            # are the mix's and the model's score, and the meta probability apart.
+            model.add_ranker(labels, len(options.mix_weights) + 2, options.ranker_hidden)
         model.init_biases(labels)
         return model
 
@@ -351,6 +369,15 @@ class SyncXML(XCModel):
         self.tfidf_neighbours = index.to(self.label_cluster.device)
         self.config.update(tfidf_titles=index.num_titles, tfidf_postings=index.posting_titles.numel(),
                            tfidf_pairs=index.keys.numel(), tfidf_k=k, tfidf_temperature=temperature)
+
+    def add_ranker(self, labels, num_terms: int, hidden: int = 32) -> None:
+        """Ranks the candidates by a :class:`xcops.models.candidate_ranker.CandidateRanker` over
+        ``num_terms`` terms (the model's score and those it mixes), which :meth:`fit_fusion`
+        fits; ``labels`` (scipy sparse ``[N, L]``, the training titles) give the labels' frequencies."""
+        ranker = CandidateRanker(num_terms, len(self.label_cluster), hidden)
+        ranker.set_label_counts(labels)
+        self.ranker = ranker.to(self.label_cluster.device)
+        self.config.update(ranker_terms=num_terms, ranker_hidden=hidden)
 
     @torch.no_grad()
     def add_neighbours(self, input_ids: torch.Tensor, labels, device, dim: int = 128, k: int = 20,
@@ -503,8 +530,9 @@ class SyncXML(XCModel):
         if len(held_out):
             unseen = unseen_titles(dataset.input_ids, held_out)
             labels = dataset.labels[unseen.numpy()]
-            self.fit_fusion(dataset.input_ids[unseen], labels, cfg.top_k, cfg.eval_batch_size, device)
-            stats.update(fusion_fit_rows=len(unseen))
+            fitted = self.fit_fusion(dataset.input_ids[unseen], labels, cfg.top_k, cfg.eval_batch_size, device,
+                                     cfg.seed)
+            stats.update(fusion_fit_rows=len(unseen), **{key: fitted[key] for key in ("ranker_loss",) if key in fitted})
         if self.centroids is not None:
             stats.update(fusion_alpha=self.fusion_alpha)
         if self.neighbours is not None:
@@ -521,14 +549,34 @@ class SyncXML(XCModel):
         return len(self._mix_names()) > 1
 
     @torch.no_grad()
-    def fit_fusion(self, input_ids: torch.Tensor, labels, k: int, batch_size: int, device) -> dict:
+    def fit_fusion(self, input_ids: torch.Tensor, labels, k: int, batch_size: int, device, seed: int = 0) -> dict:
         """Fits the weights of the log-linear mix (``fusion_alpha`` for the centroids,
         ``neighbour_weight`` for the title neighbours, ``tfidf_weight`` for the TF-IDF neighbours,
         the rest for the model's own score) as the
         point of :func:`xcops.models.score_fusion.weight_grid` with the best mean P@1/3/5 on
         these rows (``labels``: scipy sparse ``[N, L]``), and returns them by name. In a
         distributed run every rank passes its own rows, about as many as the others, and all of
-        them get the weights that are best over all."""
+        them get the weights that are best over all. A model with a ranker also fits it (from
+        ``seed``) on the same rows and scores, and reports its final loss as ``ranker_loss``."""
+        candidates, terms, hits = self.mix_inputs(input_ids, labels, k, batch_size, device)
+        total = _sum_over_ranks if _world_size() > 1 else None
+        weights = fit_weights(terms[:-1], candidates, hits, total)
+        fitted = dict(zip(self._mix_names(), weights))
+        fitted.pop("model")
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        if self.ranker is not None:
+            with torch.enable_grad():
+                fitted.update(ranker_loss=self.ranker.fit(terms, candidates, hits, seed=seed, total=total))
+        return fitted
+
+    @torch.no_grad()
+    def mix_inputs(self, input_ids: torch.Tensor, labels, k: int, batch_size: int,
+                   device) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """``(candidates [N, C], the ranker's terms, each [N, C], hits [N, C])`` of these rows:
+        what :meth:`fit_fusion` fits on (``hits``: whether each candidate is a positive in
+        ``labels``, scipy sparse ``[N, L]``). The mix weighs all the terms but the last (see
+        :meth:`_ranker_terms`)."""
         if not self.mixes:
             raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion, title_neighbours or "
                              "tfidf_neighbours")
@@ -538,7 +586,7 @@ class SyncXML(XCModel):
         for chunk in input_ids.split(batch_size):
             chunk = chunk.to(device)
             candidates, scores, nearest = self._ranked_candidates(chunk, k)
-            parts.append((candidates, *self._mix_terms(chunk, nearest, candidates, scores)))
+            parts.append((candidates, *self._ranker_terms(chunk, nearest, candidates, scores)))
         self.train(was_training)
         # Chunks differ in width where neighbour labels join the candidates; mixed_scores masks the padding.
         width = max((part[0].shape[1] for part in parts), default=0)
@@ -547,12 +595,7 @@ class SyncXML(XCModel):
         labels = labels.tocsr()
         hits = relevant(candidates, torch.from_numpy(labels.indptr).long(), torch.from_numpy(labels.indices).long(),
                         len(self.label_cluster))
-        weights = fit_weights(terms, candidates, hits, _sum_over_ranks if _world_size() > 1 else None)
-        fitted = dict(zip(self._mix_names(), weights))
-        fitted.pop("model")
-        for name, value in fitted.items():
-            setattr(self, name, value)
-        return fitted
+        return candidates, terms, hits
 
     @torch.no_grad()
     def predict(self, input_ids, k, batch_size, device, progress=True) -> torch.Tensor:
@@ -563,7 +606,7 @@ class SyncXML(XCModel):
         labels of the ``neighbour_candidates`` and ``tfidf_candidates`` nearest training titles and
         of the ``centroid_candidates`` nearest centroids),
         which the meta probabilities then reorder, or the fitted mix with the centroids and
-        neighbours ranks.
+        neighbours ranks, or the fitted ranker over the mix's terms (``learned_mix``).
         One-vs-all ranks all labels with ``dense_topk``.
         """
         was_training = self.training
@@ -582,7 +625,9 @@ class SyncXML(XCModel):
             values, labels = self.extreme.topk(head, min(k, len(self.label_cluster)))
             return nn.functional.pad(labels, (0, k - labels.shape[1]), value=-1)
         candidates, scores, nearest = self._ranked_candidates(ids, k)
-        if self.mixes:
+        if self.ranker is not None:
+            scores = self.ranker(self._ranker_terms(ids, nearest, candidates, scores), candidates)
+        elif self.mixes:
             weights = [getattr(self, name) for name in self._mix_names()[:-1]]
             scores = mixed_scores([*weights, 1 - sum(weights)], self._mix_terms(ids, nearest, candidates, scores),
                                   candidates)
@@ -599,7 +644,7 @@ class SyncXML(XCModel):
         TF-IDF centroids when set, and their ``sigmoid(extreme logit) *
         meta probability of the label's cluster``, both ``[B, C']``; and the ``nearest(...)``
         of the title neighbours (key ``"title"``) and of the TF-IDF neighbours (``"tfidf"``),
-        each when the model has them."""
+        each when the model has them, and the meta probability of each candidate's cluster (``"meta"``)."""
         query = self.encoder(ids)
         head = self.extreme_hidden(query).float()
         meta_prob = self.meta(self.meta_hidden(query)).float().sigmoid()
@@ -622,8 +667,9 @@ class SyncXML(XCModel):
             joined = joined.sort(dim=1, descending=True).values
             labels = joined[:, : int((joined >= 0).sum(1).max())]
             logits = self.extreme(head, labels).masked_fill(labels < 0, float("-inf"))
-        scores = logits.sigmoid() * meta_prob.gather(1, self.label_cluster[labels.clamp_min(0)])
-        return labels, scores, nearest
+        # The ranker sees the meta probability apart from the extreme head's (see _ranker_terms).
+        nearest["meta"] = meta_prob.gather(1, self.label_cluster[labels.clamp_min(0)])
+        return labels, logits.sigmoid() * nearest["meta"], nearest
 
     def _mix_names(self) -> list[str]:
         """The weights of the mix, in the order of :meth:`_mix_terms`."""
@@ -647,6 +693,14 @@ class SyncXML(XCModel):
                          else torch.zeros(candidates.shape, device=candidates.device))
                 terms.append(votes.clamp_min(VOTE_FLOOR).log())
         return [*terms, scores.float().clamp_min(SCORE_FLOOR).log()]
+
+    def _ranker_terms(self, ids: torch.Tensor, nearest: dict, candidates: torch.Tensor,
+                      scores: torch.Tensor) -> list[torch.Tensor]:
+        """The terms of the mix and, last, the log meta probability of each candidate's cluster:
+        the model's score is its product with the extreme head's sigmoid, and the ranker can weigh
+        the two apart (the extreme head knows little of the rare labels)."""
+        meta = nearest["meta"].float().clamp_min(SCORE_FLOOR).log()
+        return [*self._mix_terms(ids, nearest, candidates, scores), meta]
 
 
 def dataset_rows(dataset) -> tuple[XCTextDataset, torch.Tensor]:
