@@ -216,7 +216,6 @@ def choose_ranker(model, train_set, rows, kept, args, cfg, device) -> dict:
     other half, and leaves the model with the best ranker (to be fitted on all rows by
     ``fit_fusion``), or with none where the mix is best. Returns the model_args of that choice.
     ``kept``: the training rows that give the labels' frequencies, as in ``SyncXML.create``."""
-    model.add_ranker(train_set.labels[kept], len(model._mix_names()) + 1, args.ranker_hidden[0])
     candidates, terms, hits = model.mix_inputs(train_set.input_ids[rows], train_set.labels[rows], cfg.top_k,
                                                cfg.eval_batch_size, device)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed))
@@ -227,8 +226,8 @@ def choose_ranker(model, train_set, rows, kept, args, cfg, device) -> dict:
     weights = fit_weights(fit_terms[:-1], fit_candidates, fit_hits)
     rankings = {"log-linear mix": mixed_scores(weights, check_terms[:-1], check_candidates)}
     for hidden in args.ranker_hidden:
-        ranker = CandidateRanker(len(terms), len(model.ranker.label_log_count), hidden)
-        ranker.label_log_count.copy_(model.ranker.label_log_count)
+        ranker = CandidateRanker(len(terms), len(model.label_cluster), hidden)
+        ranker.set_label_counts(train_set.labels[kept])
         with torch.enable_grad():
             ranker.fit(fit_terms, fit_candidates, fit_hits, seed=cfg.seed)
         with torch.no_grad():
@@ -242,9 +241,10 @@ def choose_ranker(model, train_set, rows, kept, args, cfg, device) -> dict:
               flush=True)
     best = max(scores, key=scores.__getitem__)
     if isinstance(best, str):
+        # A run trained with learned_mix loses its ranker, and its config says so.
         model.ranker = None
         model.config.update(ranker_terms=0)
-        return {}
+        return dict(learned_mix=False)
     model.add_ranker(train_set.labels[kept], len(terms), best)
     return dict(learned_mix=True, ranker_hidden=best)
 

@@ -92,7 +92,7 @@ def test_a_run_with_its_own_neighbours_keeps_its_index_and_fits_the_candidate_ti
     ranked = load_run(tmp_path / "ranked")[0]
     config = json.loads((tmp_path / "ranked" / "config.json").read_text())["model_args"]
     if ranked.ranker is None:
-        assert "learned_mix" not in config
+        assert config["learned_mix"] is False
     else:
         assert config["learned_mix"] and config["ranker_hidden"] == ranked.ranker.net[0].out_features in (4, 8)
         assert ranked.ranker.num_terms == 4

@@ -532,7 +532,9 @@ class SyncXML(XCModel):
             labels = dataset.labels[unseen.numpy()]
             fitted = self.fit_fusion(dataset.input_ids[unseen], labels, cfg.top_k, cfg.eval_batch_size, device,
                                      cfg.seed)
-            stats.update(fusion_fit_rows=len(unseen), **{key: fitted[key] for key in ("ranker_loss",) if key in fitted})
+            stats.update(fusion_fit_rows=len(unseen))
+            if "ranker_loss" in fitted:
+                stats.update(ranker_loss=fitted["ranker_loss"])
         if self.centroids is not None:
             stats.update(fusion_alpha=self.fusion_alpha)
         if self.neighbours is not None:
