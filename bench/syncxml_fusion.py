@@ -222,9 +222,11 @@ def choose_ranker(model, train_set, rows, kept, args, cfg, device) -> dict:
     halves = [(candidates[half], [term[half] for term in terms], hits[half])
               for half in (order[: len(order) // 2], order[len(order) // 2:])]
     (fit_candidates, fit_terms, fit_hits), (check_candidates, check_terms, check_hits) = halves
-    # The mix weighs all the ranker's terms but the last, the meta probability (SyncXML._ranker_terms).
-    weights = fit_weights(fit_terms[:-1], fit_candidates, fit_hits)
-    rankings = {"log-linear mix": mixed_scores(weights, check_terms[:-1], check_candidates)}
+    # The mix weighs the ranker's first terms, not the meta probability and name shares after them
+    # (SyncXML._ranker_terms).
+    mixed = len(model._mix_names())
+    weights = fit_weights(fit_terms[:mixed], fit_candidates, fit_hits)
+    rankings = {"log-linear mix": mixed_scores(weights, check_terms[:mixed], check_candidates)}
     for hidden in args.ranker_hidden:
         ranker = CandidateRanker(len(terms), len(model.label_cluster), hidden)
         ranker.set_label_counts(train_set.labels[kept])

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data import XCTextDataset
+from ..data import SimpleTokenizer, XCTextDataset
 from ..distributed.training import gather_rows
 from ..nn import ShortlistLinear
 from ..ops.clustering import balanced_kmeans, clusters_for_leaf_size, clusters_to_csr
@@ -53,6 +53,7 @@ from .candidate_ranker import CandidateRanker
 from .score_fusion import fit_weights, mixed_scores, relevant, union_candidates
 from .tfidf_centroids import TfidfCentroids
 from .tfidf_neighbours import TfidfNeighbours
+from .label_names import LabelNameMatch
 from .title_neighbours import TitleNeighbours
 
 
@@ -96,6 +97,7 @@ _RULES = {
     "tfidf_candidates": (lambda v: is_integer(v, 0), "an integer >= 0"),
     "learned_mix": (lambda v: isinstance(v, bool), "true or false"),
     "ranker_hidden": (lambda v: is_integer(v, 1), "an integer >= 1"),
+    "label_names": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -140,6 +142,7 @@ class SyncXMLOptions:
     tfidf_candidates: int = 0  # nearest of them whose labels join the shortlist's candidates
     learned_mix: bool = False  # rank the candidates by a CandidateRanker over the mix's terms, not the log-linear mix
     ranker_hidden: int = 32  # its hidden units
+    label_names: bool = False  # the ranker also sees how much of each candidate's name (Y.txt) the title holds
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -181,6 +184,12 @@ class SyncXMLOptions:
         if options.learned_mix and not options.fits_mix:
             raise ValueError(f"syncxml model_args: learned_mix is fitted on held-out titles, but the weights "
                              f"{options.mix_weights} are all given, so none are held out; drop the weights")
+        if options.label_names and not options.learned_mix:
+            raise ValueError("syncxml model_args: label_names adds terms to the ranker of learned_mix, which is off; "
+                             "set learned_mix too")
+        if options.label_names and options.pretrained is not None:
+            raise ValueError(f"syncxml model_args: label_names matches the words of the built-in tokenizer, but "
+                             f"pretrained={options.pretrained!r} brings subword tokens; drop one of them")
         if options.pretrained is not None and options.embed_init != "random":
             raise ValueError(f"syncxml model_args: embed_init={options.embed_init!r} and pretrained="
                              f"{options.pretrained!r} both set the embeddings; keep one")
@@ -235,7 +244,8 @@ class SyncXML(XCModel):
                  neighbour_weight: float = 0.0, neighbour_candidates: int = 0, centroid_bigram_count: int = 0,
                  tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
                  tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0,
-                 centroid_candidates: int = 0, ranker_terms: int = 0, ranker_hidden: int = 32):
+                 centroid_candidates: int = 0, ranker_terms: int = 0, ranker_hidden: int = 32,
+                 label_name_pairs: Optional[int] = None):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -261,6 +271,8 @@ class SyncXML(XCModel):
             vocab_size, tfidf_titles, tfidf_postings, tfidf_pairs, num_labels, tfidf_k, tfidf_temperature, pad_id)
         # With a ranker, inference ranks by it instead of the log-linear mix (fit_fusion fits both).
         self.ranker = CandidateRanker(ranker_terms, num_labels, ranker_hidden) if ranker_terms else None
+        self.label_names = (None if label_name_pairs is None
+                            else LabelNameMatch(vocab_size, num_labels, label_name_pairs))
         self.fusion_alpha = fusion_alpha
         self.neighbour_weight = neighbour_weight
         self.tfidf_weight = tfidf_weight
@@ -279,7 +291,7 @@ class SyncXML(XCModel):
                            tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
                            tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates,
                            centroid_candidates=centroid_candidates, ranker_terms=ranker_terms,
-                           ranker_hidden=ranker_hidden)
+                           ranker_hidden=ranker_hidden, label_name_pairs=label_name_pairs)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -338,10 +350,13 @@ class SyncXML(XCModel):
             model.add_centroids(input_ids, labels, options.centroid_bigrams, unknown_id)
         if options.tfidf_neighbours:
             model.add_tfidf_neighbours(input_ids, labels, options.tfidf_k, options.tfidf_temperature, unknown_id)
+        if options.label_names:
+            model.add_label_names(train_set, input_ids)
         if options.learned_mix:
             # The title neighbours join the mix after training; the ranker counts them now. Its terms
-            # are the mix's and the model's score, and the meta probability apart.
-            model.add_ranker(labels, len(options.mix_weights) + 2, options.ranker_hidden)
+            # are the mix's and the model's score, the meta probability apart, and the name shares.
+            name_terms = len(LabelNameMatch.TERMS) if options.label_names else 0
+            model.add_ranker(labels, len(options.mix_weights) + 2 + name_terms, options.ranker_hidden)
         model.init_biases(labels)
         return model
 
@@ -369,6 +384,23 @@ class SyncXML(XCModel):
         self.tfidf_neighbours = index.to(self.label_cluster.device)
         self.config.update(tfidf_titles=index.num_titles, tfidf_postings=index.posting_titles.numel(),
                            tfidf_pairs=index.keys.numel(), tfidf_k=k, tfidf_temperature=temperature)
+
+    def add_label_names(self, train_set, input_ids: torch.Tensor) -> None:
+        """Reads the label names of ``train_set`` (an :class:`XCTextDataset` with ``Y.txt``, and the
+        built-in word tokenizer) so that the ranker sees how much of each candidate's name a title
+        holds (:class:`xcops.models.label_names.LabelNameMatch`), the idf of the name words taken
+        from the training titles ``input_ids``."""
+        if train_set.label_names is None:
+            raise ValueError(f"syncxml model_args: label_names needs the label names, but {train_set.data_dir} "
+                             "has no Y.txt")
+        tokenizer = train_set.tokenizer
+        if not isinstance(tokenizer, SimpleTokenizer):
+            raise ValueError(f"syncxml model_args: label_names matches the words of the built-in tokenizer, got a "
+                             f"{type(tokenizer).__name__}")
+        names = LabelNameMatch.build(tokenizer.words, train_set.label_names, tokenizer.split, input_ids,
+                                     (tokenizer.pad_token_id, tokenizer.unk_token_id))
+        self.label_names = names.to(self.label_cluster.device)
+        self.config.update(label_name_pairs=names.name_stems.numel())
 
     def add_ranker(self, labels, num_terms: int, hidden: int = 32) -> None:
         """Ranks the candidates by a :class:`xcops.models.candidate_ranker.CandidateRanker` over
@@ -562,7 +594,7 @@ class SyncXML(XCModel):
         ``seed``) on the same rows and scores, and reports its final loss as ``ranker_loss``."""
         candidates, terms, hits = self.mix_inputs(input_ids, labels, k, batch_size, device)
         total = _sum_over_ranks if _world_size() > 1 else None
-        weights = fit_weights(terms[:-1], candidates, hits, total)
+        weights = fit_weights(terms[: len(self._mix_names())], candidates, hits, total)
         fitted = dict(zip(self._mix_names(), weights))
         fitted.pop("model")
         for name, value in fitted.items():
@@ -577,8 +609,8 @@ class SyncXML(XCModel):
                    device) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """``(candidates [N, C], the ranker's terms, each [N, C], hits [N, C])`` of these rows:
         what :meth:`fit_fusion` fits on (``hits``: whether each candidate is a positive in
-        ``labels``, scipy sparse ``[N, L]``). The mix weighs all the terms but the last (see
-        :meth:`_ranker_terms`)."""
+        ``labels``, scipy sparse ``[N, L]``). The mix weighs the first ``len(_mix_names())`` terms
+        (see :meth:`_ranker_terms`)."""
         if not self.mixes:
             raise ValueError("fit_fusion needs a SyncXML model built with centroid_fusion, title_neighbours or "
                              "tfidf_neighbours")
@@ -698,11 +730,13 @@ class SyncXML(XCModel):
 
     def _ranker_terms(self, ids: torch.Tensor, nearest: dict, candidates: torch.Tensor,
                       scores: torch.Tensor) -> list[torch.Tensor]:
-        """The terms of the mix and, last, the log meta probability of each candidate's cluster:
+        """The terms of the mix, then the log meta probability of each candidate's cluster:
         the model's score is its product with the extreme head's sigmoid, and the ranker can weigh
-        the two apart (the extreme head knows little of the rare labels)."""
+        the two apart (the extreme head knows little of the rare labels); then, with label names,
+        the shares of each candidate's name that the title holds."""
         meta = nearest["meta"].float().clamp_min(SCORE_FLOOR).log()
-        return [*self._mix_terms(ids, nearest, candidates, scores), meta]
+        names = self.label_names(ids, candidates) if self.label_names is not None else []
+        return [*self._mix_terms(ids, nearest, candidates, scores), meta, *names]
 
 
 def dataset_rows(dataset) -> tuple[XCTextDataset, torch.Tensor]:
