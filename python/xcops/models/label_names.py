@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .label_features import inverse_document_frequency, token_counts
+
 STEM_LENGTH = 6
 NAME_FLOOR = 1e-3  # the log of a share of 0: below that of any name word matched
 
@@ -55,13 +57,8 @@ class LabelNameMatch(nn.Module):
         module.token_stem.copy_(token_stem)
         module.name_starts[1:] = torch.tensor([len(name) for name in names], dtype=torch.int64).cumsum(0)
         module.name_stems.copy_(torch.tensor([stem for name in names for stem in name], dtype=torch.int64))
-        # A stem counts once per title, as idf counts titles.
-        title_stems = module.token_stem[input_ids]
-        rows = torch.arange(len(input_ids)).unsqueeze(1).expand_as(title_stems)
-        present = torch.unique(rows[title_stems >= 0] * len(stem_ids) + title_stems[title_stems >= 0]) % len(stem_ids)
-        titles_with = torch.bincount(present, minlength=len(stem_ids)).double()
-        idf = ((len(input_ids) + 1) / (titles_with + 1)).log().float()
-        module.name_weights.copy_(idf[module.name_stems])
+        idf = inverse_document_frequency(token_counts(module.token_stem[input_ids], len(stem_ids), pad_id=-1))
+        module.name_weights.copy_(torch.from_numpy(idf)[module.name_stems])
         return module
 
     def forward(self, input_ids: torch.Tensor, candidates: torch.Tensor) -> list[torch.Tensor]:
