@@ -42,10 +42,17 @@ def tfidf(counts: sp.csr_matrix, idf: np.ndarray | None = None) -> sp.csr_matrix
     return row_normalize(counts @ sp.diags(idf))
 
 
+def label_sums(labels: sp.csr_matrix, features: sp.csr_matrix) -> sp.csr_matrix:
+    """``[L, V]``, sorted indices: row l is the sum of the feature rows of label l's points."""
+    sums = (sp.csr_matrix(labels, dtype=np.float32).T @ features).tocsr()
+    sums.sort_indices()
+    return sums
+
+
 def pifa(labels: sp.csr_matrix, features: sp.csr_matrix) -> sp.csr_matrix:
     """``[L, V]``: row l is the normalised sum of the feature rows of label l's points (zero for a
     label without training points)."""
-    return row_normalize((sp.csr_matrix(labels, dtype=np.float32).T @ features).tocsr())
+    return row_normalize(label_sums(labels, features))
 
 
 def sparse_projection(num_features: int, dim: int, nonzeros: int = 4, seed: int = 0) -> sp.csr_matrix:

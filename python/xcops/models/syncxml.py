@@ -55,6 +55,7 @@ from .tfidf_centroids import TfidfCentroids
 from .tfidf_neighbours import TfidfNeighbours
 from .label_names import LabelNameMatch
 from .title_neighbours import TitleNeighbours
+from .word_label_counts import WordLabelCounts
 
 
 EMBED_INITS = ("random", "label-svd")
@@ -98,6 +99,7 @@ _RULES = {
     "learned_mix": (lambda v: isinstance(v, bool), "true or false"),
     "ranker_hidden": (lambda v: is_integer(v, 1), "an integer >= 1"),
     "label_names": (lambda v: isinstance(v, bool), "true or false"),
+    "word_counts": (lambda v: isinstance(v, bool), "true or false"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "div_factor": (lambda v: is_number(v) and v >= 1, "a number >= 1"),
@@ -143,6 +145,7 @@ class SyncXMLOptions:
     learned_mix: bool = False  # rank the candidates by a CandidateRanker over the mix's terms, not the log-linear mix
     ranker_hidden: int = 32  # its hidden units
     label_names: bool = False  # the ranker also sees how much of each candidate's name (Y.txt) the title holds
+    word_counts: bool = False  # and how often the title's words come with each candidate in training titles
     schedule: str = "onecycle"  # per-step learning rate: 1cycle with the three settings below, or constant
     pct_start: float = 0.33
     div_factor: float = 10.0
@@ -184,9 +187,10 @@ class SyncXMLOptions:
         if options.learned_mix and not options.fits_mix:
             raise ValueError(f"syncxml model_args: learned_mix is fitted on held-out titles, but the weights "
                              f"{options.mix_weights} are all given, so none are held out; drop the weights")
-        if options.label_names and not options.learned_mix:
-            raise ValueError("syncxml model_args: label_names adds terms to the ranker of learned_mix, which is off; "
-                             "set learned_mix too")
+        for ranker_option in ("label_names", "word_counts"):
+            if getattr(options, ranker_option) and not options.learned_mix:
+                raise ValueError(f"syncxml model_args: {ranker_option} adds terms to the ranker of learned_mix, "
+                                 "which is off; set learned_mix too")
         if options.label_names and options.pretrained is not None:
             raise ValueError(f"syncxml model_args: label_names matches the words of the built-in tokenizer, but "
                              f"pretrained={options.pretrained!r} brings subword tokens; drop one of them")
@@ -245,7 +249,7 @@ class SyncXML(XCModel):
                  tfidf_titles: Optional[int] = None, tfidf_postings: int = 0, tfidf_pairs: int = 0, tfidf_k: int = 50,
                  tfidf_temperature: float = 0.2, tfidf_weight: float = 0.0, tfidf_candidates: int = 0,
                  centroid_candidates: int = 0, ranker_terms: int = 0, ranker_hidden: int = 32,
-                 label_name_pairs: Optional[int] = None):
+                 label_name_pairs: Optional[int] = None, word_label_pairs: Optional[int] = None):
         super().__init__()
         self.encoder = InceptionXML(vocab_size, seq_len, embed_dim, num_filters, dropout, pad_id, embeddings)
         dim = self.encoder.query_dim
@@ -273,6 +277,8 @@ class SyncXML(XCModel):
         self.ranker = CandidateRanker(ranker_terms, num_labels, ranker_hidden) if ranker_terms else None
         self.label_names = (None if label_name_pairs is None
                             else LabelNameMatch(vocab_size, num_labels, label_name_pairs))
+        self.word_counts = (None if word_label_pairs is None
+                            else WordLabelCounts(vocab_size, word_label_pairs))
         self.fusion_alpha = fusion_alpha
         self.neighbour_weight = neighbour_weight
         self.tfidf_weight = tfidf_weight
@@ -291,7 +297,8 @@ class SyncXML(XCModel):
                            tfidf_titles=tfidf_titles, tfidf_postings=tfidf_postings, tfidf_pairs=tfidf_pairs,
                            tfidf_k=tfidf_k, tfidf_temperature=tfidf_temperature, tfidf_candidates=tfidf_candidates,
                            centroid_candidates=centroid_candidates, ranker_terms=ranker_terms,
-                           ranker_hidden=ranker_hidden, label_name_pairs=label_name_pairs)
+                           ranker_hidden=ranker_hidden, label_name_pairs=label_name_pairs,
+                           word_label_pairs=word_label_pairs)
 
     @classmethod
     def make_tokenizer(cls, cfg):
@@ -352,11 +359,17 @@ class SyncXML(XCModel):
             model.add_tfidf_neighbours(input_ids, labels, options.tfidf_k, options.tfidf_temperature, unknown_id)
         if options.label_names:
             model.add_label_names(train_set, input_ids)
+        if options.word_counts:
+            counts = WordLabelCounts.build(input_ids, labels, vocab_size, (train_set.pad_token_id, unknown_id))
+            model.word_counts = counts.to(model.label_cluster.device)
+            model.config.update(word_label_pairs=counts.keys.numel())
         if options.learned_mix:
             # The title neighbours join the mix after training; the ranker counts them now. Its terms
-            # are the mix's and the model's score, the meta probability apart, and the name shares.
+            # are the mix's and the model's score, the meta probability apart, the name shares and
+            # the word counts' shares.
             name_terms = len(LabelNameMatch.TERMS) if options.label_names else 0
-            model.add_ranker(labels, len(options.mix_weights) + 2 + name_terms, options.ranker_hidden)
+            count_terms = len(WordLabelCounts.TERMS) if options.word_counts else 0
+            model.add_ranker(labels, len(options.mix_weights) + 2 + name_terms + count_terms, options.ranker_hidden)
         model.init_biases(labels)
         return model
 
@@ -736,7 +749,8 @@ class SyncXML(XCModel):
         the shares of each candidate's name that the title holds."""
         meta = nearest["meta"].float().clamp_min(SCORE_FLOOR).log()
         names = self.label_names(ids, candidates) if self.label_names is not None else []
-        return [*self._mix_terms(ids, nearest, candidates, scores), meta, *names]
+        counts = self.word_counts(ids, candidates) if self.word_counts is not None else []
+        return [*self._mix_terms(ids, nearest, candidates, scores), meta, *names, *counts]
 
 
 def dataset_rows(dataset) -> tuple[XCTextDataset, torch.Tensor]:
