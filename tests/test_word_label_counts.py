@@ -15,8 +15,9 @@ PAD, UNK = 0, 1
 
 
 def reference_terms(title, label, titles, labels):
-    """The two shares by plain Python over sets of words (padding and the unknown word left out)."""
-    words = {w for w in title if w not in (PAD, UNK)}
+    """The two shares by plain Python over sets of words (padding, the unknown word and words no
+    training title holds left out)."""
+    words = {w for w in title if w not in (PAD, UNK) and any(w in t for t in titles)}
     with_word = {w: [i for i, t in enumerate(titles) if w in t] for w in words}
     pair = {w: sum(label in labels[i] for i in rows) for w, rows in with_word.items()}
     best = max((pair[w] / (len(with_word[w]) + 1) for w in words), default=0.0)
@@ -35,8 +36,8 @@ def test_terms_match_a_python_reference(seed):
     rows = [i for i, ls in enumerate(labels) for _ in ls]
     cols = [label for ls in labels for label in ls]
     matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(titles), num_labels))
-    counts = WordLabelCounts.build(ids, matrix, vocab, ignored_ids=(PAD, UNK))
-    queries = torch.tensor([[2, 3, 4, PAD], [UNK, PAD, PAD, PAD], [5, 5, 12, 7], [8, 9, UNK, 3]])
+    counts = WordLabelCounts.build(ids, matrix, vocab + 1, ignored_ids=(PAD, UNK))  # word 13: in no title
+    queries = torch.tensor([[2, 3, 4, PAD], [UNK, PAD, PAD, PAD], [5, 5, 13, 7], [8, 9, UNK, 3]])
     candidates = torch.tensor([[0, 1, 2, 6], [3, -1, -1, -1], [4, 5, 6, 0], [1, 1, 2, -1]])
     best, seen = counts(queries, candidates)
     for row in range(len(queries)):

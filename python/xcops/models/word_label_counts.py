@@ -74,9 +74,12 @@ class WordLabelCounts(nn.Module):
                              device=input_ids.device).tril(-1)
         known &= ~((input_ids.unsqueeze(2) == input_ids.unsqueeze(1)) & earlier).any(2)
         query = candidates.clamp_min(0).unsqueeze(2) * vocab_size + words.unsqueeze(1)  # [B, C, T]
-        where = torch.searchsorted(self.keys, query).clamp_max(max(len(self.keys) - 1, 0))
-        found = (self.keys[where] == query) if len(self.keys) else torch.zeros_like(query, dtype=torch.bool)
-        pair_titles = torch.where(found, self.counts[where] if len(self.keys) else 0.0, 0.0) * known.unsqueeze(1)
+        # One zero pair past the end stands in for every pair the table lacks (and an empty table).
+        keys = torch.cat([self.keys, self.keys.new_full((1,), -1)])
+        counts = torch.cat([self.counts, self.counts.new_zeros(1)])
+        where = torch.searchsorted(self.keys, query)
+        where = torch.where(keys[where] == query, where, len(self.keys))
+        pair_titles = counts[where] * known.unsqueeze(1)
         best = (pair_titles / (self.word_titles[words].unsqueeze(1) + 1)).amax(2)
         seen = (pair_titles > 0).sum(2) / known.sum(1, keepdim=True).clamp_min(1)
         valid = candidates >= 0
